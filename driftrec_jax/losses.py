@@ -1,0 +1,41 @@
+"""Training losses, written for the global batch (no device axis names inside).
+
+Under ``jax.jit`` with a batch sharded over the ``'data'`` mesh axis, XLA turns the batch mean
+into the cross-device reduction; nothing here knows how many devices there are.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _per_example(x: jnp.ndarray) -> jnp.ndarray:
+    """Half the sum of squares over all non-batch axes (the authors' reduction)."""
+    return 0.5 * jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)))
+
+
+def dsm_loss(score_fn, sde, params, batch, key, t_eps: float | None = None) -> jnp.ndarray:
+    """Denoising score matching, paper eq. (15), for any registered SDE.
+
+    t ~ U[t_eps, T], z ~ N(0, I), x_t = μ_t(x0, y) + σ_t z and the loss is
+    ½‖σ_t S_θ(x_t, y, t) + z‖² summed over pixels and averaged over the batch: the network output
+    before its division by σ_t regresses −z.
+    """
+    x0, y = batch["clean"], batch["jpeg"]
+    b = x0.shape[0]
+    t_eps = sde.t_eps if t_eps is None else t_eps
+    key_t, key_z = jax.random.split(key)
+    t = jax.random.uniform(key_t, (b,), minval=t_eps, maxval=sde.T)
+    z = jax.random.normal(key_z, x0.shape, x0.dtype)
+    mean, _ = sde.marginal(x0, y, t)
+    std = jnp.reshape(sde.std(t), (b, 1, 1, 1))
+    x_t = mean + std * z
+    s = score_fn(params, x_t, y, t)
+    return jnp.mean(_per_example(std * s + z))
+
+
+def regression_loss(predict_fn, params, batch, key=None) -> jnp.ndarray:
+    """L2 regression of the clean image from the JPEG (the paper's baseline)."""
+    del key
+    return jnp.mean(_per_example(predict_fn(params, batch["jpeg"]) - batch["clean"]))
