@@ -1,0 +1,162 @@
+"""Loading configs (ml_collections ConfigDicts) by name or path, with command-line overrides.
+
+A config is a Python file in ``configs/`` defining ``get_config()``; configs edit the one default,
+:func:`default_config`. ``load_config("small_ouve")`` finds ``configs/small_ouve.py`` (in the
+working directory or next to the package); any path to a ``.py`` file works too.
+
+Overrides use dotted field names, the way ml_collections' absl flags spell them::
+
+    --config.train.num_steps=200  --config.model.network small  --config.sde.name=cosve
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from typing import Sequence
+
+import ml_collections
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_search_path() -> list[str]:
+    return [os.path.join(os.getcwd(), "configs"), os.path.join(_PACKAGE_ROOT, "configs")]
+
+
+def resolve_config_path(name_or_path: str) -> str:
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    stem = name_or_path[:-3] if name_or_path.endswith(".py") else name_or_path
+    for folder in config_search_path():
+        candidate = os.path.join(folder, os.path.basename(stem) + ".py")
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"config not found: {name_or_path} (looked in {', '.join(config_search_path())})")
+
+
+def load_config(name_or_path: str) -> ml_collections.ConfigDict:
+    path = resolve_config_path(name_or_path)
+    spec = importlib.util.spec_from_file_location(f"driftrec_config_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{path} defines no get_config()")
+    return module.get_config()
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as a path or a schedule name
+
+
+def parse_overrides(args: Sequence[str]) -> dict:
+    """``['--config.a.b=1', '--config.c', 'x']`` → ``{'a.b': 1, 'c': 'x'}``."""
+    out, i = {}, 0
+    args = list(args)
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--config."):
+            raise ValueError(f"unrecognised argument {arg!r} (overrides look like --config.train.num_steps=100)")
+        key = arg[len("--config."):]
+        if "=" in key:
+            key, value = key.split("=", 1)
+        else:
+            if i + 1 >= len(args):
+                raise ValueError(f"{arg} needs a value")
+            i += 1
+            value = args[i]
+        out[key] = _parse_value(value)
+        i += 1
+    return out
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+    for key, value in overrides.items():
+        node, *_ = config, None
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node:
+                raise KeyError(f"config has no field {key!r}")
+            node = node[part]
+        leaf = parts[-1]
+        if leaf not in node:
+            raise KeyError(f"config has no field {key!r}")
+        old = node[leaf]
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(old, tuple) and isinstance(value, list):
+            value = tuple(value)
+        node[leaf] = value
+    return config
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The one default every config edits: DriftRec-OUVE with the paper's optimiser settings.
+
+    Not meant to be run as it is (it names no data); see the other configs. Fields:
+      model.network     network preset ('paper', 'small', 'tiny') and model.overrides of its fields
+      model.variant     'score' (DriftRec) or 'regression' (the L2 baseline)
+      model.dtype       'float32' or 'bfloat16' compute (parameters stay float32)
+      sde.*             drift schedule name from driftrec_jax.sde.SDES and its parameters
+      data.*            training pairs (see driftrec_jax/data.py); batch_size is the GLOBAL batch
+      optim.*           AdamW, EMA
+      train.*           steps, logging, sample grids, checkpoints, validation
+      sample.*          sampler used for sample grids and validation
+    """
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    c.model.network = "paper"
+    c.model.overrides = ml_collections.ConfigDict()
+    c.model.variant = "score"
+    c.model.dtype = "float32"
+
+    c.sde = ml_collections.ConfigDict()
+    c.sde.name = "ouve"
+    c.sde.gamma = 1.0
+    c.sde.sigma_min = 0.01
+    c.sde.sigma_max = 1.0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = ""  # folder, text file of paths, or 'tfds:NAME'
+    c.data.tfds_split = "train"
+    c.data.tfds_manual_dir = ""
+    c.data.crop_size = 256
+    c.data.batch_size = 32  # global: the paper's 8 per GPU x 4 GPUs
+    c.data.seed = 0
+    c.data.q_min = 0
+    c.data.q_max = 100
+    c.data.cache = True
+    c.data.shuffle_buffer = 512
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-4
+    c.optim.weight_decay = 0.01
+    c.optim.warmup_steps = 0
+    c.optim.grad_clip = 0.0  # 0 = off (the paper clips nothing)
+    c.optim.ema_decay = 0.999
+
+    c.train = ml_collections.ConfigDict()
+    c.train.seed = 0
+    c.train.num_steps = 26_700  # ~300 epochs of D2KF2K's 2840 training images at batch 32
+    c.train.steps_per_call = 1
+    c.train.log_every = 50
+    c.train.sample_every = 2000
+    c.train.checkpoint_every = 1000
+    c.train.keep_checkpoints = 3
+    c.train.async_checkpoints = True
+    c.train.eval_every = 0  # 0 = off; else validation metrics on train.eval_folder
+    c.train.eval_folder = ""
+    c.train.eval_images = 8
+    c.train.eval_quality = 10
+    c.train.num_sample_images = 4
+
+    c.sample = ml_collections.ConfigDict()
+    c.sample.sampler = "em"
+    c.sample.steps = 100
+    c.sample.eps = 0.03
+    return c
