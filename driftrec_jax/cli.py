@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     sub_parser = argparse.ArgumentParser(prog=f"driftrec {name}", description=help_text)
     module.configure(sub_parser)
-    args = sub_parser.parse_args(argv[1:])
+    args, rest = sub_parser.parse_known_args(argv[1:])
+    if rest and not getattr(module, "ACCEPTS_OVERRIDES", False):
+        sub_parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.overrides = rest
     return int(module.run(args) or 0)
 
 

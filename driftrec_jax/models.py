@@ -1,0 +1,115 @@
+"""Building a model from a config, and the portable model file used for restoration.
+
+A *model file* (``.msgpack``) is what `driftrec restore` loads: the network description, the SDE
+and the (EMA) weights in one file, optionally stored as float16 to halve its size. Training writes
+one into its workdir (``model.msgpack``) at every checkpoint; :func:`load_model` also reads a
+training workdir or its ``checkpoints/`` folder directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from .train_lib import Task
+
+FORMAT = "driftrec_jax.model/1"
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class ModelLoadError(RuntimeError):
+    """A missing, unreadable or incompatible model file (one line for the command line)."""
+
+
+def model_spec(config) -> dict:
+    """The part of a training config that defines the model (stored with its weights)."""
+    spec = {
+        "network": config.model.network,
+        "overrides": dict(config.model.overrides),
+        "variant": config.model.variant,
+        "dtype": config.model.dtype,
+    }
+    if config.model.variant != "regression":
+        spec["sde"] = dict(config.sde)
+    return spec
+
+
+def build_task(spec: dict) -> Task:
+    """Network (and SDE) from a model spec; see :func:`model_spec`."""
+    from .networks.presets import make_network, network_config
+    from .sde import get_sde
+
+    if spec["dtype"] not in DTYPES:
+        raise ValueError(f"unknown compute dtype {spec['dtype']!r}; choose from {', '.join(DTYPES)}")
+    net_cfg = dict(network_config(spec["network"]), **spec.get("overrides", {}))
+    model = make_network(net_cfg, variant=spec["variant"], dtype=DTYPES[spec["dtype"]])
+    sde = None
+    if spec["variant"] != "regression":
+        sde_cfg = dict(spec["sde"])
+        sde = get_sde(sde_cfg.pop("name"), **sde_cfg)
+    return Task(model=model, sde=sde)
+
+
+def task_from_config(config) -> Task:
+    return build_task(model_spec(config))
+
+
+def save_model(path: str, spec: dict, params: Any, float16: bool = False) -> None:
+    """Write a model file: spec + weights (float16 storage when asked; loaded back as float32)."""
+    host = jax.tree.map(lambda a: np.asarray(a, np.float16 if float16 and np.issubdtype(np.asarray(a).dtype, np.floating) else None), jax.device_get(params))
+    payload = {"format": FORMAT, "spec": json.dumps(spec), "params": serialization.to_state_dict(host)}
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(serialization.msgpack_serialize(payload))
+    os.replace(tmp, path)
+
+
+def _read_model_file(path: str) -> tuple[dict, Any]:
+    try:
+        with open(path, "rb") as f:
+            payload = serialization.msgpack_restore(f.read())
+    except OSError as err:
+        raise ModelLoadError(f"cannot read model file {path}: {err.strerror}") from err
+    except Exception as err:  # msgpack raises several types for garbage
+        raise ModelLoadError(f"{path} is not a driftrec_jax model file ({type(err).__name__})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelLoadError(f"{path} is not a driftrec_jax model file")
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32) if a.dtype == np.float16 else a, payload["params"])
+    return json.loads(payload["spec"]), params
+
+
+def load_model(path: str) -> tuple[Task, Any, dict]:
+    """Load (task, params, spec) from a model file or a training workdir.
+
+    A workdir is read through its ``model.msgpack`` (written at every checkpoint).
+    """
+    if os.path.isdir(path):
+        candidate = os.path.join(path, "model.msgpack")
+        if not os.path.isfile(candidate):
+            candidate = os.path.join(os.path.dirname(os.path.abspath(path)), "model.msgpack")
+        if not os.path.isfile(candidate):
+            raise ModelLoadError(f"no model.msgpack in {path} (is it a driftrec_jax training workdir?)")
+        path = candidate
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model file not found: {path}")
+    spec, params = _read_model_file(path)
+    task = build_task(spec)
+    # Check the stored weights fit the network they claim to be.
+    expected = jax.eval_shape(lambda: task.init_params(jax.random.PRNGKey(0), 32))
+    exp_shapes = jax.tree.map(lambda a: tuple(a.shape), expected)
+    got_shapes = jax.tree.map(lambda a: tuple(np.shape(a)), params)
+    if jax.tree.structure(exp_shapes) != jax.tree.structure(got_shapes) or exp_shapes != got_shapes:
+        raise ModelLoadError(f"{path}: weights do not match the network described in the file")
+    params = jax.tree.map(jnp.asarray, params)
+    return task, params, spec
+
+
+def bundled_model_path() -> str:
+    """The small default model shipped inside the package."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "driftrec_small_ouve.msgpack")

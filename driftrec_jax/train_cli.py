@@ -1,0 +1,225 @@
+"""The training loop behind `train.py` and `driftrec train`.
+
+    python train.py --config configs/small_ouve.py --workdir workdirs/small_ouve [--config.FIELD=VALUE ...]
+
+Resumes from the workdir's latest checkpoint by itself (parameters, EMA, optimiser state, step,
+RNG and data position). Writes to the workdir:
+
+  checkpoints/     orbax checkpoints (last ``train.keep_checkpoints``)
+  model.msgpack    the EMA weights + model description, for `driftrec restore --checkpoint`
+  tensorboard/     loss, lr, gradient norm, steps/s, pairs/s, sample grids, validation metrics
+  samples/         sample grids (JPEG | restored | clean) as PNG
+  config.json      the resolved config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import checkpoint, config_lib, models, parallel, train_lib
+
+
+# `driftrec train` passes --config.FIELD=VALUE arguments through as overrides.
+ACCEPTS_OVERRIDES = True
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True,
+                        help="config name (e.g. small_ouve, ouve_d2kf2k) or path to a configs/*.py file")
+    parser.add_argument("--workdir", required=True,
+                        help="folder for checkpoints, logs, samples and model.msgpack; training resumes from it")
+    parser.epilog = ("Override any config field with --config.FIELD=VALUE, e.g. --config.train.num_steps=200 "
+                     "--config.data.source=/data/photos --config.sde.name=cosve. Multi-host: launch one process "
+                     "per host; jax.distributed.initialize() is called when the environment describes several.")
+
+
+class _Logger:
+    """TensorBoard scalars and images (process 0 only), through tf.summary."""
+
+    def __init__(self, logdir: str | None):
+        self.writer = None
+        if logdir:
+            import tensorflow as tf
+
+            self.tf = tf
+            self.writer = tf.summary.create_file_writer(logdir)
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.writer:
+            with self.writer.as_default(step=step):
+                for k, v in values.items():
+                    self.tf.summary.scalar(k, float(v))
+
+    def image(self, step: int, name: str, img: np.ndarray) -> None:
+        if self.writer:
+            with self.writer.as_default(step=step):
+                self.tf.summary.image(name, img[None], max_outputs=1)
+
+    def flush(self):
+        if self.writer:
+            self.writer.flush()
+
+
+def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
+    """Rows of JPEG | restored | clean for the first n images of a batch."""
+    from .samplers import make_regression_restorer, make_sampler
+    from .score import make_predict_fn, make_score_fn
+
+    y = jnp.asarray(batch["jpeg"][:n])
+    if task.is_regression:
+        restore = make_regression_restorer(make_predict_fn(task.apply))
+    else:
+        opts = {"steps": sample_cfg.steps, "eps": sample_cfg.eps} if sample_cfg.sampler != "ode" else {"eps": sample_cfg.eps}
+        restore = make_sampler(make_score_fn(task.apply, task.sde), task.sde, sampler=sample_cfg.sampler, **opts)
+    x, _ = restore(params, y, key)
+    rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)
+            for i in range(y.shape[0])]
+    return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
+
+
+def _save_png(path: str, img: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.round(img * 255).astype(np.uint8)).save(path)
+
+
+def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
+    """Train (or resume) ``config`` in ``workdir``; returns the final state."""
+    from . import data
+
+    parallel.initialize_distributed()
+    mesh = parallel.make_mesh()
+    main = parallel.is_main_process()
+    os.makedirs(workdir, exist_ok=True)
+    local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
+    spec = models.model_spec(config)
+    task = models.build_task(spec)
+    tx = train_lib.make_optimizer(config.optim)
+    k = config.train.steps_per_call
+    if config.train.checkpoint_every % k or config.train.num_steps % k:
+        raise ValueError("train.checkpoint_every and train.num_steps must be multiples of train.steps_per_call")
+
+    init = jax.jit(lambda key: train_lib.create_train_state(task, tx, key, config.data.crop_size),
+                   out_shardings=parallel.replicated(mesh))
+    state = init(jax.random.PRNGKey(config.train.seed))
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
+                                      config.train.async_checkpoints)
+    start = 0
+    if manager.latest_step() is not None:
+        state, meta = checkpoint.restore(manager, state)
+        start = int(meta["step"])
+        if main:
+            print(f"resuming from step {start} in {workdir}", file=sys.stderr)
+    if main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    batches = data.make_train_iterator(config.data, batch_size=local_batch, process_index=jax.process_index(),
+                                       process_count=jax.process_count(), start_batch=start)
+    step_fn = train_lib.make_train_step(task, tx, config.optim, mesh, k)
+    logger = _Logger(os.path.join(workdir, "tensorboard") if main else None)
+    sample_batch = None
+    if config.train.sample_every and main:
+        os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+
+    def save(step: int) -> None:
+        checkpoint.save(manager, step, state, {"step": step, "data_position": step, "config": config.to_dict()})
+        if main:
+            models.save_model(os.path.join(workdir, "model.msgpack"), spec, state.ema_params)
+
+    bar = None
+    if main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.train.num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    step, t_last, s_last = start, time.perf_counter(), start
+    while step < config.train.num_steps:
+        local = [next(batches) for _ in range(k)]
+        if sample_batch is None:
+            sample_batch = local[0]
+        local = local[0] if k == 1 else train_lib.stack_batches(local)
+        batch = train_lib.global_batches({"clean": local["clean"], "jpeg": local["jpeg"]}, mesh, k)
+        state, metrics = step_fn(state, batch)
+        loss = np.asarray(metrics["loss"]).reshape(-1)
+        step += k
+        if not np.all(np.isfinite(loss)):
+            bad = step - k + int(np.argmin(np.isfinite(loss)))
+            manager.wait_until_finished()
+            raise TrainingDiverged(
+                f"loss became {loss[~np.isfinite(loss)][0]} at step {bad}; stopped without saving "
+                f"(last good checkpoint: step {manager.latest_step()}). Try a lower --config.optim.lr "
+                f"or --config.optim.grad_clip=1.0")
+        if bar:
+            bar.update(k)
+            bar.set_postfix(loss=f"{loss[-1]:.4g}")
+        if step % config.train.log_every < k or step == config.train.num_steps:
+            now = time.perf_counter()
+            rate = (step - s_last) / max(now - t_last, 1e-9)
+            t_last, s_last = now, step
+            logger.scalars(step, {"loss": loss[-1], "grad_norm": np.asarray(metrics["grad_norm"]).reshape(-1)[-1],
+                                  "lr": np.asarray(metrics["lr"]).reshape(-1)[-1], "steps_per_s": rate,
+                                  "pairs_per_s": rate * config.data.batch_size})
+        if config.train.sample_every and main and step % config.train.sample_every < k:
+            grid = _sample_grid(task, state.ema_params, sample_batch, config.sample,
+                                jax.random.PRNGKey(step), config.train.num_sample_images)
+            _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+            logger.image(step, "samples/jpeg_restored_clean", grid)
+        if config.train.eval_every and step % config.train.eval_every < k:
+            _validate(task, state.ema_params, config, step, logger)
+        if step % config.train.checkpoint_every == 0 or step == config.train.num_steps:
+            save(step)
+        logger.flush()
+    manager.wait_until_finished()
+    if bar:
+        bar.close()
+    return state
+
+
+def _validate(task, params, config, step: int, logger) -> None:
+    """PSNR / SSIM / LPIPS of EMA restorations on the first images of ``train.eval_folder``."""
+    from . import evaluate
+
+    if not config.train.eval_folder or not parallel.is_main_process():
+        return
+    results = evaluate.quick_validation(task, params, config, config.train.eval_folder,
+                                        config.train.eval_images, config.train.eval_quality)
+    logger.scalars(step, {f"val/{k}": v for k, v in results.items()})
+
+
+def run(args) -> int:
+    return main_with_overrides(args.config, args.workdir, getattr(args, "overrides", []))
+
+
+def main_with_overrides(config_name: str, workdir: str, overrides: list[str]) -> int:
+    try:
+        config = config_lib.load_config(config_name)
+        config_lib.apply_overrides(config, config_lib.parse_overrides(overrides))
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        print(f"driftrec train: {err}", file=sys.stderr)
+        return 2
+    try:
+        train(config, workdir)
+    except TrainingDiverged as err:
+        print(f"driftrec train: {err}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="train.py", description="Train a DriftRec or regression model.")
+    configure(parser)
+    args, rest = parser.parse_known_args(argv)
+    return main_with_overrides(args.config, args.workdir, rest)
