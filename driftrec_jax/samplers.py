@@ -42,17 +42,26 @@ def reverse_drift(score, sde, x, y, t, probability_flow: bool = False):
     return sde.reverse_drift(x, y, t, score(x, y, t), probability_flow)
 
 
-def euler_maruyama(score, sde, y, key, *, steps: int = DEFAULT_STEPS, eps: float = DEFAULT_EPS):
+def euler_maruyama(score, sde, y, key, *, steps: int = DEFAULT_STEPS, eps: float = DEFAULT_EPS,
+                   time_grid: str = "authors"):
     """Euler–Maruyama predictor, N network calls (SPEC §4).
 
-    x_N = y + σ(1) z. For t_i in linspace(1, ε, N) with Δt = 1/N:
+    x_N = y + σ(1) z. For each grid time t_i, with step Δt:
         x̄ = x − (f − g²S)(x, y, t_i) Δt,   x = x̄ + g(t_i) √Δt z_i,
     and the result is the last noise-free x̄.
+
+    ``time_grid="authors"`` (default, the paper's code): t_i in linspace(1, ε, N) and Δt = 1/N, so
+    the N steps add up to 1 although the grid spans 1 − ε. ``time_grid="uniform"``: t_i the left
+    ends of linspace(1, ε, N + 1) and Δt = (1 − ε)/N, a consistent discretisation that ends at ε.
     """
     key_prior, key_steps = jax.random.split(key)
     x = sde.prior_sample(key_prior, y)
-    ts = jnp.linspace(1.0, eps, steps)
-    dt = 1.0 / steps
+    if time_grid == "authors":
+        ts, dt = jnp.linspace(1.0, eps, steps), 1.0 / steps
+    elif time_grid == "uniform":
+        ts, dt = jnp.linspace(1.0, eps, steps + 1)[:-1], (1.0 - eps) / steps
+    else:
+        raise ValueError(f"time_grid must be 'authors' or 'uniform', got {time_grid!r}")
     keys = jax.random.split(key_steps, steps)
 
     def step(carry, inputs):
@@ -121,8 +130,8 @@ def probability_flow(
     Solved with diffrax's adaptive 5(4) Runge–Kutta (Dormand–Prince by default) and a PID
     step-size controller; the whole batch shares one step size (error measured over the batch).
     Starts from the same prior y + σ(1) z as the SDE samplers; ``key`` only draws that z.
-    The number of network evaluations is 6 per attempted step (the methods are FSAL) plus the
-    evaluations of the initial step-size selection.
+    The number of network evaluations is 6 per attempted step (the methods are FSAL) plus one
+    for the first stage; a test counts the real calls.
     """
     x1 = sde.prior_sample(key, y)
     term = diffrax.ODETerm(lambda t, x, args: reverse_drift(score, sde, x, y, t, probability_flow=True))
@@ -141,9 +150,9 @@ def probability_flow(
     return sol.ys[0], jnp.asarray(nfe, jnp.int32)
 
 
-# Evaluations spent by diffrax before the first step (initial step-size selection and the first
-# FSAL stage); checked by a counting test in tests/test_samplers.py.
-_INITIAL_STEP_NFE = 2
+# Evaluations before the first step (the first FSAL stage); checked by a counting test in
+# tests/test_samplers.py.
+_INITIAL_STEP_NFE = 1
 
 SAMPLERS: dict[str, Callable] = {
     "em": euler_maruyama,
