@@ -1,0 +1,673 @@
+"""Real photographs of any size: reading, writing, output names and seamless tiling.
+
+The restoration network works on fixed-size square tiles (the jitted sampler compiles once for
+one batch shape). This module turns photos of any size and pixel format into such batches and
+back, and is the only place that knows about files. It sees the model only as
+
+    restore_batch(tiles: float32 (N, h, w, 3) in [0, 1]) -> (N, h, w, 3)
+
+with N (the batch size) and h = w (the tile size) always the same. Images are float32 RGB in
+[0, 1] (DESIGN.md conventions; DriftRec does not centre to [-1, 1], SPEC §1).
+
+Only numpy and Pillow are imported here, so that `driftrec restore` starts fast.
+
+Reading (`load_image`): grayscale stays grayscale (restored as gray replicated to three channels,
+written back as one channel), alpha is carried through, palette / CMYK / YCbCr / LAB / HSV become
+RGB, 16-bit PNG and TIFF keep their 16 bits, the EXIF orientation is applied. Writing
+(`save_image`) is always PNG, 8 or 16 bits like the source. `output_paths` names outputs so that no
+input is ever overwritten. `restore_image` / `restore_images` tile an image on a grid whose origins
+are multiples of 16 pixels (JPEG's 8×8 blocks and 16×16 4:2:0 macroblocks keep their place inside
+every tile) and blend overlapping tiles with a raised-cosine window. docs/IMAGES.md is the
+user-facing description of all of this, with measured memory and time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import struct
+import sys
+import zlib
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "ALIGN",
+    "ImageReadError",
+    "LoadedImage",
+    "load_image",
+    "save_image",
+    "output_path",
+    "output_paths",
+    "tile_origins",
+    "tile_windows",
+    "count_tiles",
+    "restore_image",
+    "restore_images",
+]
+
+# Tile origins are multiples of this many pixels: the 16×16 MCU of 4:2:0 JPEG (which contains
+# the 8×8 DCT blocks), so block boundaries sit at the same place in every tile as in the image.
+ALIGN = 16
+
+
+class ImageReadError(OSError):
+    """A file could not be read as an image (missing, unreadable, corrupt, unsupported format)."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """An image as read by `load_image`.
+
+    rgb: float32 (H, W, 3) in [0, 1], EXIF orientation applied; a grayscale source has its gray
+        value in all three channels. alpha: float32 (H, W) in [0, 1] or None (the source's alpha
+        channel at the source's bit depth, k / (2**bit_depth − 1) exactly up to float32 rounding).
+    grayscale: the source had one colour channel (L, LA, 1-bit, 16-bit gray).
+    bit_depth: 16 for 16-bit sources, else 8 (1-, 2- and 4-bit sources count as 8).
+    name: the file's base name; path: the path it was read from; mode: the source's Pillow mode.
+    icc_profile: the source's embedded ICC profile (None if absent, or for CMYK sources, whose
+        profile no longer describes the converted RGB).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    grayscale: bool
+    bit_depth: int
+    name: str
+    path: str = ""
+    mode: str = ""
+    icc_profile: bytes | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the image."""
+        return self.rgb.shape[0], self.rgb.shape[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _rawmode_of(tile) -> str | None:
+    """The raw (packed) pixel format a Pillow tile descriptor decodes from, if it names one."""
+    args = tile.args
+    if isinstance(args, str):
+        return args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return None
+
+
+def _with_rawmode(tile, rawmode: str):
+    """The tile descriptor with its raw mode replaced (decoder and offsets unchanged)."""
+    args = tile.args
+    new_args = rawmode if isinstance(args, str) else (rawmode,) + tuple(args[1:])
+    return tile._replace(args=new_args)
+
+
+def _swap_16bit(rawmode: str) -> str:
+    """The 16-bit raw mode whose unpacker keeps the *other* byte of every sample.
+
+    Pillow stores multi-channel 16-bit data (RGB;16B, RGBA;16L, CMYK;16N, …) in 8-bit images and
+    keeps the most significant byte. Decoding the same data a second time with the opposite byte
+    order (same bits per pixel, so PNG un-filtering and TIFF decompression are identical) keeps
+    the least significant byte instead.
+    """
+    head, order = rawmode[:-1], rawmode[-1]
+    if order == "N":
+        order = "L" if sys.byteorder == "little" else "B"
+    return head + ("L" if order == "B" else "B")
+
+
+def _open_decoded(path: str, rawmode_of: Callable[[str], str] | None = None) -> Image.Image:
+    """Open and decode the first frame, optionally with every tile's raw mode rewritten.
+
+    The file is opened through a file object rather than by name: Pillow 13 memory-maps
+    uncompressed single-strip TIFFs opened by name and then mis-reads those whose EXIF
+    orientation is 5–8 (it maps them with the rotated size).
+    """
+    with open(path, "rb") as fp:
+        im = Image.open(fp)
+        if rawmode_of is not None:
+            im.tile = [_with_rawmode(t, rawmode_of(_rawmode_of(t))) for t in im.tile]
+        im.load()
+        # Apply the EXIF orientation (TIFF: Pillow already did it in load, so this is a no-op).
+        ImageOps.exif_transpose(im, in_place=True)
+        return im
+
+
+def _sixteen_bit_planes(path: str, im: Image.Image) -> np.ndarray | None:
+    """Full 16-bit samples (H, W, C) uint16 of a multi-channel 16-bit image, or None.
+
+    None when `im` (opened, not yet decoded) is not one of the multi-channel 16-bit formats that
+    Pillow narrows to 8 bits. Gray+alpha 16-bit PNG (raw mode LA;16B) is decoded once as raw RGBA
+    bytes (L high, L low, A high, A low); the others twice, high then low bytes.
+    """
+    rawmodes = {_rawmode_of(t) for t in im.tile}
+    if len(rawmodes) != 1:
+        return None
+    rawmode = rawmodes.pop()
+    if rawmode is None or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return None
+    if rawmode == "LA;16B":
+        b = np.asarray(_open_decoded(path, lambda r: "RGBA"), dtype=np.uint16)
+        return np.stack([(b[..., 0] << 8) | b[..., 1], (b[..., 2] << 8) | b[..., 3]], axis=-1)
+    if not rawmode.endswith((";16B", ";16L", ";16N")) or rawmode.startswith("RGBa"):
+        return None
+    hi = np.asarray(_open_decoded(path), dtype=np.uint16)
+    lo = np.asarray(_open_decoded(path, _swap_16bit), dtype=np.uint8)
+    hi <<= 8
+    hi |= lo
+    return hi
+
+
+def _to_unit(a: np.ndarray, bits: int) -> np.ndarray:
+    """Integer samples → float32 in [0, 1] (k / (2**bits − 1), computed in place)."""
+    out = a.astype(np.float32)
+    out /= np.float32(2**bits - 1)
+    return out
+
+
+def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    """Naive CMYK → RGB, R = (1 − C)(1 − K) etc. (Pillow's own conversion, in float)."""
+    k = 1.0 - cmyk[..., 3:4]
+    rgb = 1.0 - cmyk[..., :3]
+    rgb *= k
+    return rgb
+
+
+def load_image(path) -> LoadedImage:
+    """Read an image file into float32 RGB in [0, 1] plus alpha and format facts.
+
+    Handles every mode Pillow reads: grayscale (1, L, LA, I;16*, I) → gray replicated to RGB with
+    `grayscale=True`; RGB/RGBA/RGBX; palette (P, PA; with tRNS transparency → RGBA); a tRNS colour
+    key on L or RGB becomes alpha; CMYK, YCbCr, LAB, HSV → RGB; 16-bit PNG/TIFF (gray, gray+alpha,
+    RGB, RGBA, CMYK) keep all 16 bits (Pillow itself narrows multi-channel 16-bit data to 8 bits;
+    see `_sixteen_bit_planes`). Only the first frame of animations / multi-page files is read.
+    The EXIF orientation is applied (ImageOps.exif_transpose). 32-bit float images (mode F) are
+    refused. Raises ImageReadError naming the file for anything unreadable.
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as fp:
+            head = Image.open(fp)
+            mode, info = head.mode, dict(head.info)
+            deep = _sixteen_bit_planes(path, head)
+        if deep is not None:
+            im = None
+        else:
+            im = _open_decoded(path)
+            mode = im.mode
+    except MemoryError:
+        raise
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"cannot read {path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"cannot read {path}: is a directory") from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(f"cannot read {path}: not an image file Pillow recognises") from None
+    except Image.DecompressionBombError as err:
+        raise ImageReadError(f"cannot read {path}: {err}".replace("\n", " ")) from None
+    except Exception as err:  # Pillow raises many kinds of errors for damaged data.
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ImageReadError(f"cannot read {path}: damaged or unsupported image ({reason})") from None
+
+    icc = info.get("icc_profile") or None
+    alpha = None
+    gray = False
+    bits = 8
+
+    if deep is not None:
+        bits = 16
+        if deep.shape[-1] == 2:  # 16-bit gray + alpha
+            gray = True
+            g = _to_unit(deep[..., 0], 16)
+            rgb = np.repeat(g[..., None], 3, axis=2)
+            alpha = _to_unit(deep[..., 1], 16)
+        elif mode == "CMYK":
+            rgb = _cmyk_to_rgb(_to_unit(deep, 16))
+            icc = None
+        else:
+            rgb = _to_unit(deep[..., :3], 16)
+            if mode == "RGBA":
+                alpha = _to_unit(deep[..., 3], 16)
+        return LoadedImage(rgb, alpha, gray, bits, name, path, mode, icc)
+
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        bits, gray = 16, True
+        a = np.asarray(im)
+        if mode == "I":
+            a = np.clip(a, 0, 65535)
+        g = _to_unit(a, 16)
+        rgb = np.repeat(g[..., None], 3, axis=2)
+        return LoadedImage(rgb, None, True, bits, name, path, mode, icc)
+    if mode == "F":
+        raise ImageReadError(f"cannot read {path}: 32-bit floating-point images are not supported")
+
+    if mode == "1":
+        im = im.convert("L")
+    elif mode == "La":
+        im = im.convert("LA")
+    elif mode == "L" and "transparency" in im.info:
+        im = im.convert("LA")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA" if (mode == "PA" or "transparency" in im.info) else "RGB")
+    elif mode == "RGB" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode in ("RGBa", "RGBX", "YCbCr", "LAB", "HSV"):
+        im = im.convert("RGBA" if mode == "RGBa" else "RGB")
+    elif mode == "CMYK":
+        a = np.asarray(im, dtype=np.uint8)
+        return LoadedImage(_cmyk_to_rgb(_to_unit(a, 8)), None, False, 8, name, path, mode, None)
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ImageReadError(f"cannot read {path}: unsupported pixel format {mode}")
+
+    a = np.asarray(im, dtype=np.uint8)
+    if im.mode in ("L", "LA"):
+        gray = True
+        lum = a if a.ndim == 2 else a[..., 0]
+        rgb = np.repeat(_to_unit(lum, 8)[..., None], 3, axis=2)
+        if im.mode == "LA":
+            alpha = _to_unit(a[..., 1], 8)
+    else:
+        rgb = _to_unit(a[..., :3], 8)
+        if im.mode == "RGBA":
+            alpha = _to_unit(a[..., 3], 8)
+    return LoadedImage(rgb, alpha, gray, bits, name, path, mode, icc)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+_BAND_ROWS = 256  # rows quantised / compressed at a time when writing (bounds temporary memory)
+
+
+def _quantise(x: np.ndarray, bits: int) -> np.ndarray:
+    """float in [0, 1] → unsigned integers of `bits` bits, rounding to nearest (not truncating)."""
+    top = 2**bits - 1
+    out = np.empty(x.shape, np.uint16 if bits == 16 else np.uint8)
+    for r in range(0, x.shape[0], _BAND_ROWS):
+        band = np.clip(x[r : r + _BAND_ROWS], 0.0, 1.0).astype(np.float32)
+        band *= np.float32(top)
+        band += np.float32(0.5)
+        out[r : r + _BAND_ROWS] = np.floor(band)
+    return out
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _write_png16(fp, a: np.ndarray, icc_profile: bytes | None) -> None:
+    """Write uint16 (H, W) or (H, W, C∈{2,3,4}) as a 16-bit PNG (gray, gray+alpha, RGB, RGBA).
+
+    Pillow cannot write 16-bit PNGs with more than one channel, so this writes the file itself:
+    every scanline uses the PNG "Up" filter (difference to the line above, byte-wise mod 256),
+    compressed band by band.
+    """
+    a = a[..., None] if a.ndim == 2 else a
+    h, w, c = a.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    fp.write(b"\x89PNG\r\n\x1a\n")
+    fp.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)))
+    if icc_profile:
+        fp.write(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
+    comp = zlib.compressobj(6)
+    prev = np.zeros((1, w * c * 2), np.uint8)
+    for r in range(0, h, _BAND_ROWS):
+        rows = a[r : r + _BAND_ROWS].astype(">u2").reshape(-1, w * c).view(np.uint8)
+        lines = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+        lines[:, 0] = 2  # filter type Up
+        np.subtract(rows, np.concatenate([prev, rows[:-1]]), out=lines[:, 1:])
+        prev = rows[-1:]
+        data = comp.compress(lines.tobytes())
+        if data:
+            fp.write(_png_chunk(b"IDAT", data))
+    fp.write(_png_chunk(b"IDAT", comp.flush()))
+    fp.write(_png_chunk(b"IEND", b""))
+
+
+def save_image(path, rgb: np.ndarray, like: LoadedImage) -> Path:
+    """Write restored float RGB (H, W, 3) as a PNG in the format of the source `like`.
+
+    Always PNG (lossless); values are clipped to [0, 1] and rounded to the nearest level. A
+    grayscale source gives a one-channel PNG of the mean of the three restored channels; the
+    source's alpha is re-attached unchanged; a 16-bit source gives a 16-bit PNG, anything else
+    8 bits; the source's ICC profile is embedded again. The EXIF block is not copied (the
+    orientation has been applied to the pixels). The file is written under a temporary name and
+    renamed, so an interrupted run never leaves a partial PNG. Returns the path written.
+    """
+    path = Path(path)
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"save_image: rgb must have shape (H, W, 3), got {rgb.shape}")
+    if rgb.shape[:2] != like.shape:
+        raise ValueError(f"save_image: rgb is {rgb.shape[:2]} but the source image is {like.shape}")
+    if not np.issubdtype(rgb.dtype, np.floating):
+        raise ValueError(f"save_image: rgb must be a float array in [0, 1], got dtype {rgb.dtype}")
+    if not np.isfinite(rgb).all():
+        raise ValueError("save_image: rgb contains NaN or infinite values")
+    bits = 16 if like.bit_depth == 16 else 8
+
+    if like.grayscale:
+        colour = rgb.mean(axis=2, dtype=np.float32)
+    else:
+        colour = rgb
+    planes = _quantise(colour, bits)
+    if like.alpha is not None:
+        alpha = _quantise(like.alpha, bits)
+        if planes.ndim == 2:
+            planes = np.stack([planes, alpha], axis=-1)
+        else:
+            planes = np.concatenate([planes, alpha[..., None]], axis=-1)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fp:
+            if bits == 16:
+                _write_png16(fp, planes, like.icc_profile)
+            else:
+                extra = {"icc_profile": like.icc_profile} if like.icc_profile else {}
+                Image.fromarray(planes).save(fp, format="PNG", **extra)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Output names
+
+
+def _ident(p) -> str:
+    """Which file a path names: absolute, symlinks resolved."""
+    return os.path.normcase(os.path.realpath(os.fspath(p)))
+
+
+def _key(p) -> str:
+    """Clash key of a path: its identity, case folded (safe on case-insensitive disks)."""
+    return _ident(p).casefold()
+
+
+def output_paths(inputs: Sequence, outdir) -> dict[str, Path]:
+    """Output PNG path for every input; keys are `os.fspath(input)`.
+
+    Rule (docs/IMAGES.md): the output of `dir/name.ext` is `outdir/name.png`, except
+    - if `outdir/name.png` is itself one of the inputs (e.g. restoring PNGs in place), the name is
+      `name_restored.png`;
+    - if several inputs want the same name (same stem in different folders, or `a.jpg` and
+      `a.jpeg`), the one whose full path sorts first keeps it and the others get `name_2.png`,
+      `name_3.png`, … in that order, skipping any name another input wants or that is an input.
+    No output is ever an input file, and no two inputs share an output. The result depends only
+    on the set of inputs (not their order). Names clash when they are equal ignoring case (so the
+    rule is safe on case-insensitive disks); paths naming the same file (symlinks resolved) are
+    one input. Existing files that are not inputs are not looked at (the caller decides whether
+    to overwrite or skip them).
+    """
+    outdir = Path(outdir)
+    unique: dict[str, str] = {}  # identity -> the input as first given
+    for p in inputs:
+        unique.setdefault(_ident(p), os.fspath(p))
+    ordered = sorted(unique.items())
+    input_keys = {ident.casefold() for ident in unique}
+
+    def primary(p: str) -> Path:
+        stem = Path(p).stem
+        cand = outdir / f"{stem}.png"
+        if _key(cand) in input_keys:
+            cand = outdir / f"{stem}_restored.png"
+        return cand
+
+    wants = {ident: primary(p) for ident, p in ordered}
+    reserved = {_key(c) for c in wants.values()} | input_keys
+    taken: set[str] = set()
+    named: dict[str, Path] = {}
+    for ident, p in ordered:
+        cand = wants[ident]
+        if _key(cand) in taken or _key(cand) in input_keys:
+            base, n = cand.stem, 2
+            while True:
+                cand = outdir / f"{base}_{n}.png"
+                ck = _key(cand)
+                if ck not in taken and ck not in reserved:
+                    break
+                n += 1
+        taken.add(_key(cand))
+        named[ident] = cand
+    return {os.fspath(p): named[_ident(p)] for p in inputs}
+
+
+def output_path(input_path, outdir, inputs: Sequence) -> Path:
+    """Output PNG path of one input among `inputs` (see `output_paths`, which names them all at once
+    and should be preferred for many files)."""
+    if _ident(input_path) not in {_ident(p) for p in inputs}:
+        inputs = list(inputs) + [input_path]
+    return output_paths(inputs, outdir)[os.fspath(input_path)]
+
+
+# --------------------------------------------------------------------------------------------
+# Tiling
+
+
+def _check_tiling(tile: int, overlap: int, batch_size: int = 1) -> None:
+    if int(tile) != tile or tile < ALIGN:
+        raise ValueError(f"tile must be an integer ≥ {ALIGN}, got {tile}")
+    if int(overlap) != overlap or overlap < 0 or tile - overlap < ALIGN:
+        raise ValueError(f"overlap must be an integer in [0, tile − {ALIGN}] = [0, {tile - ALIGN}], got {overlap}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+
+
+def tile_origins(length: int, tile: int = 256, overlap: int = 32) -> np.ndarray:
+    """Tile start positions along one axis of `length` pixels (int64 array, increasing).
+
+    All origins are multiples of ALIGN = 16. A length ≤ tile gives the single origin 0 (the tile
+    is edge-padded beyond the image). Otherwise the last origin is the smallest multiple of 16
+    ≥ length − tile (so at most 15 pixels of edge padding), the number of tiles is the least for
+    which no step between origins exceeds the largest multiple of 16 ≤ tile − overlap, and the
+    origins are spread evenly between 0 and the last one. Adjacent tiles therefore overlap by at
+    least `overlap` (and at most tile − 16) pixels.
+    """
+    _check_tiling(tile, overlap)
+    if int(length) != length or length < 1:
+        raise ValueError(f"image side must be a positive integer, got {length}")
+    if length <= tile:
+        return np.zeros(1, np.int64)
+    last = -(-(length - tile) // ALIGN)  # in units of ALIGN
+    step = (tile - overlap) // ALIGN
+    gaps = -(-last // step)
+    i = np.arange(gaps + 1, dtype=np.int64)
+    return ALIGN * ((2 * i * last + gaps) // (2 * gaps))
+
+
+def _ramp(d: int) -> np.ndarray:
+    """Raised-cosine ramp sin²(π/2·(t + ½)/d), t = 0..d−1: strictly between 0 and 1, and
+    ramp + reversed ramp = 1, so two tiles cross-fade with weights summing to one."""
+    t = (np.arange(d, dtype=np.float64) + 0.5) / d
+    return np.sin(0.5 * np.pi * t) ** 2
+
+
+def tile_windows(origins: np.ndarray, tile: int) -> list[np.ndarray]:
+    """Blending window (float64, length `tile`, positive everywhere) of each tile along one axis.
+
+    The window is 1 except over the overlap with the previous tile (where it rises along a
+    raised-cosine ramp as long as that overlap) and with the next tile (where it falls likewise).
+    The 2-D weight of a tile is the outer product of its row and column windows.
+    """
+    out = []
+    for i, o in enumerate(origins):
+        w = np.ones(tile)
+        if i > 0:
+            d = int(origins[i - 1] + tile - o)
+            w[:d] *= _ramp(d)
+        if i < len(origins) - 1:
+            d = int(o + tile - origins[i + 1])
+            w[tile - d :] *= _ramp(d)[::-1]
+        out.append(w)
+    return out
+
+
+def _normalised_windows(length: int, tile: int, overlap: int):
+    """Origins and windows along one axis, the windows divided by their sum over all tiles at each
+    pixel (the sum is separable because the tiles form a full grid), as float32."""
+    origins = tile_origins(length, tile, overlap)
+    wins = tile_windows(origins, tile)
+    total = np.zeros(int(origins[-1]) + tile)
+    for o, w in zip(origins, wins):
+        total[o : o + tile] += w
+    normed = [(w / total[o : o + tile]).astype(np.float32) for o, w in zip(origins, wins)]
+    return origins, normed
+
+
+def count_tiles(height: int, width: int, tile: int = 256, overlap: int = 32) -> int:
+    """Number of tiles `restore_image` uses for a height × width image (symmetric in h, w, so the
+    EXIF orientation does not matter; a progress bar can be sized from file headers)."""
+    return len(tile_origins(height, tile, overlap)) * len(tile_origins(width, tile, overlap))
+
+
+class _Job:
+    """One image being restored: its tiles, and the accumulator of blended outputs."""
+
+    def __init__(self, image: np.ndarray, tile: int, overlap: int):
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"each image must have shape (H, W, 3), got {image.shape}")
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"images must be float arrays in [0, 1], got dtype {image.dtype}")
+        h, w, _ = image.shape
+        self.image = image
+        self.tile = tile
+        self.oy, self.wy = _normalised_windows(h, tile, overlap)
+        self.ox, self.wx = _normalised_windows(w, tile, overlap)
+        self.out = np.zeros((h, w, 3), np.float32)
+        self.remaining = len(self.oy) * len(self.ox)
+
+    def tiles(self) -> Iterator[tuple[int, int]]:
+        for i in range(len(self.oy)):
+            for j in range(len(self.ox)):
+                yield i, j
+
+    def extract(self, i: int, j: int, dest: np.ndarray) -> None:
+        """Copy tile (i, j) into dest (tile, tile, 3), edge-padding beyond the image."""
+        h, w, _ = self.image.shape
+        y, x, t = int(self.oy[i]), int(self.ox[j]), self.tile
+        if y + t <= h and x + t <= w:
+            dest[...] = self.image[y : y + t, x : x + t]
+        else:
+            rows = np.minimum(np.arange(y, y + t), h - 1)
+            cols = np.minimum(np.arange(x, x + t), w - 1)
+            dest[...] = self.image[rows[:, None], cols[None, :]]
+
+    def add(self, i: int, j: int, restored: np.ndarray) -> None:
+        """Accumulate a restored tile with its normalised window (cropped to the image)."""
+        h, w, _ = self.out.shape
+        y, x, t = int(self.oy[i]), int(self.ox[j]), self.tile
+        hv, wv = min(t, h - y), min(t, w - x)
+        weight = self.wy[i][:hv, None, None] * self.wx[j][None, :wv, None]
+        self.out[y : y + hv, x : x + wv] += restored[:hv, :wv] * weight
+        self.remaining -= 1
+
+
+def _report(progress, done: int, total: int | None, new: int) -> None:
+    if progress is None:
+        return
+    if hasattr(progress, "update"):  # tqdm-like
+        if total is not None and getattr(progress, "total", None) is None:
+            progress.total = total
+        progress.update(new)
+    else:
+        progress(done, total)
+
+
+def restore_images(
+    images: Iterable[np.ndarray],
+    restore_batch: Callable[[np.ndarray], np.ndarray],
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    progress=None,
+    total_tiles: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Restore a stream of float RGB images (H, W, 3) of any sizes; yield the results in order.
+
+    Tiles of consecutive images are packed into the same fixed-shape batches
+    (batch_size, tile, tile, 3), so `restore_batch` always sees one shape (one compilation) and
+    folders of many small images keep the batch full; only the very last batch is padded (with
+    zero tiles, whose outputs are discarded). Tiles follow `tile_origins` on both axes; each
+    restored tile is weighted by the outer product of its `tile_windows`, normalised so the
+    weights at every pixel sum to one, and accumulated. Images are pulled from `images` only when
+    the batch needs their tiles, and each result is yielded as soon as its last tile is back, so
+    memory holds the accumulators (float32 H×W×3) of the few images that have tiles in the
+    current batch, one batch of tiles and its output. Outputs are float32 and not clipped.
+
+    progress: None, a callable progress(n_done_tiles, n_total_tiles) called after every batch
+    (n_total_tiles is `total_tiles`, None if not given; see `count_tiles`), or a tqdm-like object
+    whose update(n) is called with the tiles just done (its total is set from `total_tiles`).
+    """
+    _check_tiling(tile, overlap, batch_size)
+    shape = (batch_size, tile, tile, 3)
+    pending: collections.deque[_Job] = collections.deque()
+    slots: list[tuple[_Job, int, int]] = []
+    batch = np.zeros(shape, np.float32)
+    done = 0
+
+    def run() -> None:
+        nonlocal batch, done
+        out = np.asarray(restore_batch(batch))
+        if out.shape != shape:
+            raise ValueError(f"restore_batch returned shape {out.shape}, expected {shape}")
+        for n, (job, i, j) in enumerate(slots):
+            job.add(i, j, out[n])
+        done += len(slots)
+        _report(progress, done, total_tiles, len(slots))
+        slots.clear()
+        batch = np.zeros(shape, np.float32)
+
+    for image in images:
+        job = _Job(image, tile, overlap)
+        pending.append(job)
+        for i, j in job.tiles():
+            job.extract(i, j, batch[len(slots)])
+            slots.append((job, i, j))
+            if len(slots) == batch_size:
+                run()
+                while pending and pending[0].remaining == 0:
+                    yield pending.popleft().out
+        job.image = None  # every tile is copied out: the input is no longer needed here
+    if slots:
+        run()
+    while pending:
+        yield pending.popleft().out
+
+
+def restore_image(
+    rgb: np.ndarray,
+    restore_batch: Callable[[np.ndarray], np.ndarray],
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    progress=None,
+) -> np.ndarray:
+    """Restore one float RGB image (H, W, 3) of any size tile by tile (see `restore_images`).
+
+    Images smaller than a tile are edge-padded to the tile; tile origins are multiples of 16;
+    overlaps are cross-faded with raised-cosine windows; the last batch is padded to batch_size.
+    With an identity `restore_batch` the result equals the input up to float32 rounding.
+    """
+    rgb = np.asarray(rgb)
+    total = count_tiles(rgb.shape[0], rgb.shape[1], tile, overlap) if rgb.ndim == 3 else None
+    (out,) = restore_images(
+        [rgb], restore_batch, tile=tile, overlap=overlap, batch_size=batch_size,
+        progress=progress, total_tiles=total,
+    )
+    return out
