@@ -496,18 +496,24 @@ ORIENT = {
 }
 
 
+@pytest.mark.parametrize("ext", ["jpg", "png"])
 @pytest.mark.parametrize("orientation", sorted(ORIENT))
-def test_exif_orientation_applied(tmp_path, orientation):
+def test_exif_orientation_applied(tmp_path, orientation, ext):
     a = np.zeros((16, 24, 3), np.uint8)
     a[:8, :8] = (250, 10, 10)  # marked top-left corner
     a[8:, 16:] = (10, 10, 250)
     pil = Image.fromarray(a)
     exif = pil.getexif()
     exif[0x0112] = orientation
-    pil.save(tmp_path / "e.jpg", quality=95, exif=exif)
-    stored = np.asarray(Image.open(tmp_path / "e.jpg"))  # decoded pixels, orientation not applied
-    li = load_image(tmp_path / "e.jpg")
+    path = tmp_path / f"e.{ext}"
+    pil.save(path, exif=exif, **({"quality": 95} if ext == "jpg" else {}))
+    stored = np.asarray(Image.open(path))  # decoded pixels, orientation not applied
+    li = load_image(path)
     np.testing.assert_array_equal(_u8(li.rgb), ORIENT[orientation](stored))
+    # the orientation is in the pixels now, so the output carries no EXIF that would re-rotate it
+    out = Image.open(save_image(tmp_path / "o.png", restore_image(li, identity, TILE, OVERLAP, BATCH), li))
+    assert out.getexif().get(0x0112) is None
+    np.testing.assert_array_equal(np.asarray(out), ORIENT[orientation](stored))
 
 
 def test_icc_profile_carried_to_output(tmp_path):
