@@ -1,8 +1,8 @@
 """DriftRec-OUVE on CelebA-HQ 256x256, from a folder of images or from tensorflow-datasets.
 
-From TFDS (celeb_a_hq needs its manual download in tfds_manual_dir):
+From TFDS (celeb_a_hq must be prepared first: `tfds build celeb_a_hq/256 --manual_dir DIR`):
   python train.py --config configs/ouve_celebahq.py --workdir workdirs/ouve_celebahq \\
-      --config.data.source=tfds:celeb_a_hq/256 --config.data.tfds_manual_dir=/data/celeb_a_hq_manual
+      --config.data.source=tfds:celeb_a_hq/256 --config.data.tfds_data_dir=/data/tfds
 
 Run:
   python train.py --config configs/ouve_celebahq.py --workdir workdirs/ouve_celebahq --config.data.source=/data/celebahq256/train

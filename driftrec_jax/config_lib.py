@@ -122,16 +122,21 @@ def default_config() -> ml_collections.ConfigDict:
     c.sde.sigma_max = 1.0
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = ""  # folder, text file of paths, or 'tfds:NAME'
-    c.data.tfds_split = "train"
-    c.data.tfds_manual_dir = ""
+    c.data.source = ""  # folder, text file of paths, or 'tfds:NAME[/CONFIG]'
+    c.data.split = "train"  # tfds split
+    c.data.tfds_data_dir = None  # tfds data_dir (None: TFDS's default)
+    c.data.tfds_image_key = None  # image feature of a tfds dataset (None: 'hr' or 'image')
     c.data.crop_size = 256
-    c.data.batch_size = 32  # global: the paper's 8 per GPU x 4 GPUs
+    c.data.crop_scale = (0.2, 1.0)  # area fraction of the random resized crop (SPEC §3)
+    c.data.batch_size = 32  # GLOBAL: the paper's 8 per GPU x 4 GPUs
     c.data.seed = 0
-    c.data.q_min = 0
-    c.data.q_max = 100
-    c.data.cache = True
-    c.data.shuffle_buffer = 512
+    c.data.q_range = (0, 100)  # inclusive range of the uniform integer JPEG quality
+    c.data.cache = True  # keep decoded images in memory
+    c.data.crops_per_image = 1
+    c.data.shuffle_buffer = 1024  # tfds sources only; folders are permuted fully each epoch
+    c.data.jpeg_backend = "tf"  # 'tf' or 'pillow' (same bytes, docs/DATA.md)
+    c.data.num_parallel_calls = -1  # -1: autotune
+    c.data.prefetch = 2
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-4

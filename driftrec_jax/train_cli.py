@@ -127,7 +127,8 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
-    batches = data.make_train_iterator(config.data, batch_size=local_batch, process_index=jax.process_index(),
+    data_config = dict(config.data.to_dict(), batch_size=local_batch)  # config holds the global batch
+    batches = data.make_train_iterator(data_config, process_index=jax.process_index(),
                                        process_count=jax.process_count(), start_batch=start)
     step_fn = train_lib.make_train_step(task, tx, config.optim, mesh, k)
     logger = _Logger(os.path.join(workdir, "tensorboard") if main else None)
