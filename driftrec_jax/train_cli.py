@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -141,6 +142,7 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
         if main:
             models.save_model(os.path.join(workdir, "model.msgpack"), spec, state.ema_params)
 
+    kill_at = int(os.environ.get("DRIFTREC_FAULT_KILL_AT_STEP", "-1"))
     bar = None
     if main and progress:
         from tqdm import tqdm
@@ -182,6 +184,8 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
             _validate(task, state.ema_params, config, step, logger)
         if step % config.train.checkpoint_every == 0 or step == config.train.num_steps:
             save(step)
+        if step == kill_at:  # fault injection for the resume test: die like a preempted host
+            os.kill(os.getpid(), signal.SIGKILL)
         logger.flush()
     manager.wait_until_finished()
     if bar:

@@ -119,7 +119,7 @@ def train_step(task: Task, tx, optim_cfg, state: TrainState, batch) -> tuple[Tra
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
     metrics = {
         "loss": loss,
-        "grad_norm": optax.global_norm(grads["params"]),
+        "grad_norm": optax.tree.norm(grads["params"]),
         "lr": learning_rate(optim_cfg, state.step),
     }
     return new_state, metrics

@@ -1,0 +1,233 @@
+"""Training: the sharded step equals the single-device step, training lowers the loss, checkpoints
+round-trip, and a run killed with SIGKILL resumes to the same parameters as an uninterrupted run."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from driftrec_jax import checkpoint, config_lib, models, parallel, train_lib
+from driftrec_jax.train_cli import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(source, **train_fields):
+    c = config_lib.load_config("tiny_test")
+    c.data.source = str(source)
+    c.data.jpeg_backend = "pillow"
+    c.train.checkpoint_every = 10
+    for k, v in train_fields.items():
+        setattr(c.train, k, v)
+    return c
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """A few structured colour images (gradients, stripes, checkerboards) of different sizes."""
+    folder = tmp_path_factory.mktemp("train_images")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        h, w = rng.integers(36, 80, 2)
+        yy, xx = np.mgrid[:h, :w]
+        base = np.stack([np.sin(xx / (2 + i) + c) * np.cos(yy / (3 + c)) for c in range(3)], -1) * 0.35 + 0.5
+        checks = ((xx // (4 + i % 4) + yy // 6) % 2)[..., None] * 0.25
+        img = np.clip(base * 0.8 + checks, 0, 1)
+        Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"img{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    c = config_lib.load_config("tiny_test")
+    task = models.task_from_config(c)
+    tx = train_lib.make_optimizer(c.optim)
+    state = train_lib.create_train_state(task, tx, jax.random.PRNGKey(0), 32)
+    return c, task, tx, state
+
+
+def _fresh(tree):
+    # The jitted step donates its state: give each run its own copy.
+    return jax.tree.map(jnp.array, tree)
+
+
+def _is_key_bias(path) -> bool:
+    # The attention key bias adds q·b to every logit of a row, which the softmax cancels: its exact
+    # gradient is 0 and the computed one is rounding noise (~1e-17), whose sign Adam's normalised
+    # update turns into ±lr. Those entries are excluded; every other parameter is compared.
+    names = [getattr(p, "key", None) for p in path]
+    return "NIN_1" in names and names[-1] == "b"
+
+
+def _assert_states_close(s1, s2):
+    leaves1 = jax.tree_util.tree_flatten_with_path(s1)[0]
+    leaves2 = jax.tree.leaves(s2)
+    assert len(leaves1) == len(leaves2)
+    compared = 0
+    for (path, a), b in zip(leaves1, leaves2):
+        if _is_key_bias(path):
+            continue
+        # Adam moves each entry by about lr (2e-3) a step whatever the gradient's size, so where a
+        # gradient entry is nearly 0 the summation order of 1 vs 8 devices shows at ~1e-6 of it.
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5,
+                                   err_msg=jax.tree_util.keystr(path))
+        compared += 1
+    assert compared > 0.9 * len(leaves1)
+
+
+def test_eight_devices_equal_one_device(tiny):
+    c, task, tx, state = tiny
+    assert jax.device_count() == 8
+    rng = np.random.default_rng(1)
+    batches = [{"clean": rng.random((8, 32, 32, 3), dtype=np.float32),
+                "jpeg": rng.random((8, 32, 32, 3), dtype=np.float32)} for _ in range(3)]
+    results = {}
+    for n in (1, 8):
+        mesh = parallel.make_mesh(n)
+        st = parallel.replicate(_fresh(state), mesh)
+        step = train_lib.make_train_step(task, tx, c.optim, mesh)
+        losses = []
+        for b in batches:
+            st, m = step(st, parallel.global_batch(b, mesh))
+            losses.append(float(m["loss"]))
+        assert len(st.params["params"]) and int(st.step) == 3
+        results[n] = (np.array(losses), jax.device_get(st))
+    np.testing.assert_allclose(results[8][0], results[1][0], rtol=2e-5)
+    _assert_states_close(results[1][1], results[8][1])
+    # The step really trained something.
+    moved = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree.leaves(state.params["params"]), jax.tree.leaves(results[1][1].params["params"]))]
+    assert max(moved) > 1e-4
+
+
+def test_scan_of_steps_equals_single_steps(tiny):
+    c, task, tx, state = tiny
+    mesh = parallel.make_mesh()
+    rng = np.random.default_rng(2)
+    batches = [{"clean": rng.random((8, 32, 32, 3), dtype=np.float32),
+                "jpeg": rng.random((8, 32, 32, 3), dtype=np.float32)} for _ in range(2)]
+    one = train_lib.make_train_step(task, tx, c.optim, mesh)
+    st = parallel.replicate(_fresh(state), mesh)
+    for b in batches:
+        st, _ = one(st, parallel.global_batch(b, mesh))
+    two = train_lib.make_train_step(task, tx, c.optim, mesh, steps_per_call=2)
+    st2, m2 = two(parallel.replicate(_fresh(state), mesh),
+                  train_lib.global_batches(train_lib.stack_batches(batches), mesh, 2))
+    assert np.asarray(m2["loss"]).shape == (2,)
+    _assert_states_close(jax.device_get(st), jax.device_get(st2))
+
+
+def test_ema_warmup_and_frozen_constants(tiny):
+    c, task, tx, state = tiny
+    assert float(train_lib.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
+    assert float(train_lib.ema_decay_at(0.999, 10**6)) == pytest.approx(0.999)
+    mesh = parallel.make_mesh()
+    step = train_lib.make_train_step(task, tx, c.optim, mesh)
+    rng = np.random.default_rng(3)
+    b = {"clean": rng.random((8, 32, 32, 3), dtype=np.float32), "jpeg": rng.random((8, 32, 32, 3), dtype=np.float32)}
+    st, _ = step(parallel.replicate(_fresh(state), mesh), parallel.global_batch(b, mesh))
+    # The Fourier frequencies are constants: neither AdamW nor its weight decay moves them.
+    constants = jax.tree.leaves(state.params["constants"])
+    assert constants
+    for a, b in zip(constants, jax.tree.leaves(st.params["constants"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # First EMA update with decay 0.1: ema = 0.1 * init + 0.9 * new params.
+    p0 = jax.tree.leaves(state.params["params"])[3]
+    p1 = jax.tree.leaves(st.params["params"])[3]
+    e1 = jax.tree.leaves(st.ema_params["params"])[3]
+    np.testing.assert_allclose(np.asarray(e1), 0.1 * np.asarray(p0) + 0.9 * np.asarray(p1), rtol=1e-5, atol=1e-7)
+
+
+def test_checkpoint_round_trip(tiny, tmp_path):
+    c, task, tx, state = tiny
+    manager = checkpoint.make_manager(str(tmp_path / "ck"), max_to_keep=2, async_save=True)
+    for step in (1, 2, 3):
+        checkpoint.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)),
+                        {"step": step, "data_position": step})
+    manager.wait_until_finished()
+    assert sorted(manager.all_steps()) == [2, 3]  # keeps the last K
+    target = jax.tree.map(jnp.zeros_like, state)
+    restored, meta = checkpoint.restore(manager, target)
+    assert meta["step"] == 3 and int(restored.step) == 3
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(restored.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(jax.random.key_data(restored.rng) if jnp.issubdtype(restored.rng.dtype, jax.dtypes.prng_key)
+                                  else restored.rng, state.rng)
+    assert checkpoint.read_meta(str(tmp_path / "ck"))[1]["data_position"] == 3
+    with pytest.raises(checkpoint.CheckpointError):
+        checkpoint.read_meta(str(tmp_path / "nothing"))
+
+
+def _mean_loss(task, params, batches):
+    losses = [task.loss(params, b, jax.random.PRNGKey(100 + i)) for i, b in enumerate(batches)]
+    return float(np.mean(losses))
+
+
+def test_tiny_training_lowers_the_loss(image_folder, tmp_path, tiny):
+    _, task, _, _ = tiny
+    c = _tiny_config(image_folder, num_steps=50, checkpoint_every=50)
+    state = train(c, str(tmp_path / "run"), progress=False)
+    assert int(state.step) == 50
+    from driftrec_jax import data
+
+    it = data.make_train_iterator(dict(c.data.to_dict(), seed=123))
+    held_out = [{k: jnp.asarray(v) for k, v in next(it).items() if k in ("clean", "jpeg")} for _ in range(4)]
+    init = train_lib.create_train_state(task, train_lib.make_optimizer(c.optim), jax.random.PRNGKey(c.train.seed), 32)
+    before = _mean_loss(task, init.params, held_out)
+    after = _mean_loss(task, jax.device_get(state.params), held_out)
+    assert after < 0.8 * before, (before, after)
+    # The run leaves a loadable model file and TensorBoard logs.
+    task2, params, spec = models.load_model(str(tmp_path / "run"))
+    assert spec["network"] == "tiny"
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def _run_train(workdir, source, cache, extra=(), kill_at=None):
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
+    if kill_at is not None:
+        env["DRIFTREC_FAULT_KILL_AT_STEP"] = str(kill_at)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", "configs/tiny_test.py", "--workdir", str(workdir),
+           f"--config.data.source={source}", "--config.data.jpeg_backend=pillow", "--config.train.num_steps=30",
+           "--config.train.checkpoint_every=10", "--config.train.async_checkpoints=True", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_sigkill_and_resume_reach_the_same_parameters(image_folder, tmp_path):
+    cache = tmp_path / "jax_cache"
+    full = _run_train(tmp_path / "full", image_folder, cache)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = _run_train(tmp_path / "resumed", image_folder, cache, kill_at=20)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "resumed" / "checkpoints" / "30")
+    resumed = _run_train(tmp_path / "resumed", image_folder, cache)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from step" in resumed.stderr
+    _, p_full, _ = models.load_model(str(tmp_path / "full"))
+    _, p_res, _ = models.load_model(str(tmp_path / "resumed"))
+    for a, b in zip(jax.tree.leaves(p_full), jax.tree.leaves(p_res)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The raw parameters and the optimiser state match too.
+    c = config_lib.load_config("tiny_test")
+    task = models.task_from_config(c)
+    tx = train_lib.make_optimizer(c.optim)
+    target = train_lib.create_train_state(task, tx, jax.random.PRNGKey(0), 32)
+    states = [checkpoint.restore(checkpoint.make_manager(str(tmp_path / d / "checkpoints"), async_save=False), target)
+              for d in ("full", "resumed")]
+    assert states[0][1]["step"] == states[1][1]["step"] == 30
+    for a, b in zip(jax.tree.leaves(states[0][0]), jax.tree.leaves(states[1][0])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_nan_loss_stops_with_a_clear_message(image_folder, tmp_path):
+    c = _tiny_config(image_folder, num_steps=20, checkpoint_every=10)
+    c.optim.lr = 1e30  # diverges at once
+    from driftrec_jax.train_cli import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        train(c, str(tmp_path / "nan"), progress=False)
