@@ -74,17 +74,24 @@ class _Logger:
             self.writer.flush()
 
 
+_SAMPLERS: dict = {}
+
+
 def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
     """Rows of JPEG | restored | clean for the first n images of a batch."""
     from .samplers import make_regression_restorer, make_sampler
     from .score import make_predict_fn, make_score_fn
 
     y = jnp.asarray(batch["jpeg"][:n])
-    if task.is_regression:
-        restore = make_regression_restorer(make_predict_fn(task.apply))
-    else:
-        opts = {"steps": sample_cfg.steps, "eps": sample_cfg.eps} if sample_cfg.sampler != "ode" else {"eps": sample_cfg.eps}
-        restore = make_sampler(make_score_fn(task.apply, task.sde), task.sde, sampler=sample_cfg.sampler, **opts)
+    opts = {"steps": sample_cfg.steps, "eps": sample_cfg.eps} if sample_cfg.sampler != "ode" else {"eps": sample_cfg.eps}
+    cache_key = (task, sample_cfg.sampler, tuple(sorted(opts.items())))
+    restore = _SAMPLERS.get(cache_key)  # one compilation per run, not one per grid
+    if restore is None:
+        if task.is_regression:
+            restore = make_regression_restorer(make_predict_fn(task.apply))
+        else:
+            restore = make_sampler(make_score_fn(task.apply, task.sde), task.sde, sampler=sample_cfg.sampler, **opts)
+        _SAMPLERS[cache_key] = restore
     x, _ = restore(params, y, key)
     rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)
             for i in range(y.shape[0])]
