@@ -252,10 +252,15 @@ def random_crop_box(
 
 
 def resized_crop(image: Image.Image, box: tuple[int, int, int], size: int) -> np.ndarray:
-    """Cuts the square `box` = (left, top, side) and resizes it to size×size (Pillow bilinear, which
-    is antialiased when shrinking; crops smaller than `size` are upsampled). Returns uint8 (S, S, 3)."""
+    """Cuts the square `box` = (left, top, side) and resizes it to size×size (SPEC §3).
+
+    Crop first, then Pillow's bilinear resize, which widens its kernel by the scale factor when
+    shrinking (antialiased); crops smaller than `size` are upsampled. This is exactly what
+    torchvision's RandomResizedCrop does to a PIL image (resizing with Pillow's `box=` instead would
+    also blend pixels from outside the box into the border rows). Returns uint8 (S, S, 3).
+    """
     left, top, side = box
-    return np.asarray(image.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side)))
+    return np.asarray(image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR))
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
@@ -419,9 +424,14 @@ def _import_tf():
 
 
 def tf_jpeg(clean, quality):
-    """JPEG round trip in TensorFlow graph ops: uint8 (H, W, 3) tensor and int32 quality tensor ->
-    uint8 decoded image; byte- and pixel-identical to `jpeg_roundtrip` (Pillow) at the same quality
-    (libjpeg tables and 4:2:0 as Pillow; decoded with dct_method="INTEGER_ACCURATE")."""
+    """JPEG round trip in TensorFlow graph ops: uint8 (H, W, 3) tensor and int32 quality tensor (0..100)
+    -> uint8 decoded image, pixel-identical to `jpeg_roundtrip` (Pillow) at the same quality.
+
+    Measured (docs/DATA.md): the encoded bytes equal Pillow's from the first quantisation table (DQT)
+    to the end -- same libjpeg tables, 4:2:0, Huffman coding -- and differ only in the JFIF header's
+    density field; decoding with dct_method="INTEGER_ACCURATE" (libjpeg's islow IDCT, Pillow's
+    default) gives Pillow's pixels, whereas TF's default fast IDCT is 37-47 dB away from them.
+    """
     return _tf_jpeg_ops(_import_tf(), clean, quality)
 
 
@@ -432,7 +442,10 @@ def _tf_jpeg_ops(tf, clean, quality):
 
 
 def _tfds_source(cfg: DataConfig, process_index: int, process_count: int):
-    """This process's part of a tensorflow-datasets split, as a dataset of encoded image bytes."""
+    """This process's part of a tensorflow-datasets split: (dataset of encoded image bytes, its length).
+
+    The split is cut into `process_count` even, disjoint parts (tfds.even_splits); records are not
+    decoded by TF (the Pillow path converts them like files)."""
     import tensorflow_datasets as tfds
 
     name = os.fspath(cfg.source)[len(TFDS_PREFIX):]
@@ -451,11 +464,14 @@ def _tfds_source(cfg: DataConfig, process_index: int, process_count: int):
     if builder.info.splits[cfg.split].num_examples < process_count:
         raise ValueError(f"split {cfg.split!r} of {name!r} has fewer examples than {process_count} processes")
     split = tfds.even_splits(cfg.split, n=process_count)[process_index]
+    n = int(builder.info.splits[split].num_examples)
+    if n < 1:
+        raise ValueError(f"split {cfg.split!r} of {name!r} has no examples for process {process_index}")
     ds = builder.as_dataset(
         split=split, shuffle_files=False, decoders={key: tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(try_autocache=False),
     )
-    return ds.map(lambda ex: ex[key])
+    return ds.map(lambda ex: ex[key]), n
 
 
 def _build(cfg: DataConfig, process_index: int, process_count: int, start_batch: int,
@@ -475,11 +491,15 @@ def _build(cfg: DataConfig, process_index: int, process_count: int, start_batch:
     is_tfds = isinstance(cfg.source, (str, os.PathLike)) and os.fspath(cfg.source).startswith(TFDS_PREFIX)
     if is_tfds:
         maker = _ExampleMaker(cfg, process_index, None)
-        records = _tfds_source(cfg, process_index, process_count)
+        records, n = _tfds_source(cfg, process_index, process_count)
         if cfg.cache:
-            records = records.cache()
-        records = records.shuffle(cfg.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-        groups = records.enumerate().skip(g0)
+            records = records.cache()  # one in-memory copy, shared by all epochs below
+        # Epoch e is the part shuffled with seed (seed, e): resuming at group g0 re-reads at most one epoch.
+        e0, off = divmod(g0, n)
+        buffer = min(cfg.shuffle_buffer, n)
+        epochs = tf.data.Dataset.range(e0, 2**62).flat_map(
+            lambda e: records.shuffle(buffer, seed=int(cfg.seed) * 1_000_003 + e, reshuffle_each_iteration=False))
+        groups = tf.data.Dataset.zip(tf.data.Dataset.range(g0, 2**62), epochs.skip(off))
 
         def make(g, data):
             clean, q = maker.group_from_bytes(g, data)
@@ -565,7 +585,7 @@ class TrainIterator:
         """Advances the stream by n_batches without producing them (O(1) for folders and lists)."""
         if n_batches < 0:
             raise ValueError(f"cannot skip a negative number of batches ({n_batches})")
-        # Reuses the decoded cache and the unreadable record; a tfds stream re-reads its records.
+        # Reuses the decoded cache and the unreadable record; a tfds stream re-reads at most one epoch.
         self._start(self.position + int(n_batches), self._maker.table)
 
     def __iter__(self) -> "TrainIterator":
