@@ -1,0 +1,536 @@
+"""`driftrec restore` (and `python sample.py`): restore JPEG photos of any size to PNG.
+
+    driftrec restore INPUT... -o OUTDIR [--checkpoint MODEL] [--sampler em|heun|ode] [--steps N] ...
+
+INPUTs are image files or folders (searched recursively for image extensions). Every image is
+cut into overlapping tiles (`images.restore_images`); the tiles of consecutive images share
+fixed-shape batches that go through one compiled sampler (`samplers.sample`, SPEC §4: EM/Heun
+with N steps to ε, or the probability-flow ODE with Dormand–Prince 5(4) at rtol = atol = --tol,
+k-sample averaging, colour correction); the blended result is written as a PNG next to nothing
+it could overwrite (`images.output_paths`). A regression model file goes down the same path with
+one network pass per tile. docs/RESTORE.md is the user guide.
+
+Noise and seeds: the random key of tile number k (row-major order) of an input file named NAME is
+
+    fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k)
+
+so the same seed gives the same image whatever else is restored in the same run, in whatever
+order and with whatever --batch-size (each tile is sampled on its own under `jax.vmap`; the ODE
+solver adapts its step size per tile).
+
+Start-up: nothing here imports TensorFlow, and JAX's persistent compilation cache is kept in
+$DRIFTREC_CACHE_DIR, else $XDG_CACHE_HOME/driftrec_jax/jax, else ~/.cache/driftrec_jax/jax, so a
+second run with the same model architecture and settings loads the compiled sampler instead of
+compiling it. JAX itself is imported only when a restoration starts (`--help` stays instant).
+
+Exit status: 0 when every image was restored; 1 when some input failed (one line each on stderr,
+``driftrec restore: <path>: <reason>``; the others are still restored); 2 for usage errors (no
+inputs, no images found, missing or unreadable model file, bad tiling options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+PROG = "driftrec restore"
+
+# Kept equal to samplers.SAMPLERS / DEFAULT_STEPS / DEFAULT_EPS (a test checks it); written out
+# here so that building the parser does not import JAX.
+SAMPLER_NAMES = ("em", "heun", "ode")
+SAMPLER_TITLES = {"em": "Euler–Maruyama", "heun": "Euler–Heun", "ode": "probability-flow ODE (Dopri5)"}
+DEFAULT_STEPS = 100
+DEFAULT_EPS = 0.03
+DEFAULT_TOL = 1e-3  # Table VI: rtol = atol = 1e-3 needs about 26 network evaluations
+
+# File extensions picked up when an input is a folder (case-insensitive). Files named explicitly
+# are always tried, whatever their extension.
+IMAGE_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k",
+})
+
+# Compiled samplers of this process, keyed by (task, settings, batch shape): a second `run` in
+# the same process (tests, notebooks) reuses them.
+_COMPILED: dict = {}
+
+
+class UsageError(Exception):
+    """A mistake in the command line (exit status 2)."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `driftrec restore` / `python sample.py` to `parser`."""
+    parser.description = (
+        "Restore JPEG-compressed photos (any size, gray, alpha, 16-bit) with a DriftRec model\n"
+        "and write one PNG per input into OUTDIR. Inputs are never overwritten.")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "exit status: 0 all restored; 1 some input failed (one line each on stderr, the rest\n"
+        "  is restored); 2 usage error.\n"
+        "seeds: tile k (row-major) of a file named NAME uses the random key\n"
+        "  fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k).\n"
+        "compilation cache: $DRIFTREC_CACHE_DIR, else $XDG_CACHE_HOME/driftrec_jax/jax,\n"
+        "  else ~/.cache/driftrec_jax/jax.\n"
+        "See docs/RESTORE.md.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, or folders searched recursively for images "
+                             f"({', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))})")
+    parser.add_argument("-o", "--outdir", required=True,
+                        help="required: folder for the restored PNGs (created if needed); outputs are "
+                             "named after the inputs and never replace an input file")
+    parser.add_argument("--checkpoint", default=None, metavar="PATH",
+                        help="a model file (.msgpack) or a training workdir "
+                             "(default: the model bundled with the package)")
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="em",
+                        help="reverse-time sampler: " + ", ".join(f"{k} = {v}" for k, v in SAMPLER_TITLES.items())
+                             + " (default: %(default)s)")
+    parser.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
+                        help="time steps of em (1 network evaluation each) and heun (2 each); "
+                             "ignored by ode (default: %(default)s)")
+    parser.add_argument("--eps", type=_unit_float, default=DEFAULT_EPS,
+                        help="last time ε the samplers integrate down to (default: %(default)s)")
+    parser.add_argument("--tol", type=_positive_float, default=DEFAULT_TOL,
+                        help="ode only: relative and absolute tolerance of the adaptive step size "
+                             "(paper: 1e-1..1e-4 give 20..50 evaluations; default: %(default)s)")
+    parser.add_argument("--num-samples", type=_positive_int, default=1, metavar="K",
+                        help="average K independent samples per image: higher PSNR, less detail "
+                             "(paper Fig. 7; costs K times the compute; default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed; the same seed gives the same images (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
+                        help="tiles restored at once; more is faster per tile but needs more memory "
+                             "(lowered to the number of tiles when there are fewer; default: %(default)s)")
+    parser.add_argument("--tile", type=_positive_int, default=256, metavar="PIXELS",
+                        help="side of the square tiles the network sees; a multiple of 16 and of the "
+                             "network's downsampling factor (default: %(default)s)")
+    parser.add_argument("--overlap", type=_nonnegative_int, default=32, metavar="PIXELS",
+                        help="least overlap of neighbouring tiles, cross-faded to hide seams "
+                             "(default: %(default)s)")
+    parser.add_argument("--no-color-correction", dest="color_correction", action="store_false",
+                        help="do not shift each colour channel's mean back to the JPEG's "
+                             "(SPEC §4; correction is on by default, per tile)")
+    parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
+                        help="do not read or write JAX's persistent compilation cache "
+                             "(by default it is used, so later runs start faster)")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave inputs whose output PNG already exists alone "
+                             "(default: existing outputs are replaced)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog)
+    configure(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Parse `argv` (default sys.argv[1:]) and restore; returns the exit status."""
+    args = build_parser(prog).parse_args(argv)
+    return run(args)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs, cache folder
+
+
+def find_images(inputs, exclude=None) -> tuple[list[str], list[tuple[str, str]]]:
+    """Expand command-line inputs into image files: (files, [(input, reason), ...] not usable).
+
+    A file is taken as given (whatever its extension; reading it decides). A folder is searched
+    recursively for files with an IMAGE_EXTENSIONS suffix, skipping hidden files and folders and
+    everything under `exclude` (the output folder, so a re-run does not restore its own outputs;
+    not applied when `exclude` is the input folder itself);
+    each folder's files are sorted by path. A path that does not exist is reported, not raised.
+    Files named twice are kept once.
+    """
+    excl = os.path.realpath(exclude) if exclude is not None else None
+    files: list[str] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        ident = os.path.realpath(path)
+        if ident not in seen:
+            seen.add(ident)
+            files.append(path)
+
+    for item in inputs:
+        item = os.fspath(item)
+        if os.path.isdir(item):
+            found = []
+            # The output folder is skipped when it lies inside the input folder, not when it is it.
+            skip = None if excl == os.path.realpath(item) else excl
+            for root, dirs, names in os.walk(item, followlinks=True):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                 and (skip is None or os.path.realpath(os.path.join(root, d)) != skip))
+                for name in names:
+                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                        found.append(os.path.join(root, name))
+            for path in sorted(found):
+                add(path)
+        elif os.path.exists(item):
+            add(item)
+        else:
+            problems.append((item, "no such file or folder"))
+    return files, problems
+
+
+def compile_cache_dir() -> Path:
+    """Folder of JAX's persistent compilation cache for `driftrec restore`.
+
+    $DRIFTREC_CACHE_DIR if set, else $XDG_CACHE_HOME/driftrec_jax/jax, else ~/.cache/driftrec_jax/jax.
+    """
+    explicit = os.environ.get("DRIFTREC_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "driftrec_jax" / "jax"
+
+
+def _setup_compile_cache(enabled: bool, warn) -> Path | None:
+    """Point JAX's persistent compilation cache at `compile_cache_dir()` (or switch it off).
+
+    Must run before anything is compiled in this process: JAX decides once per process whether
+    the cache is used. Every compilation is cached (minimum compile time 0 s), so the sampler of
+    even a tiny model is found again by the next run.
+    """
+    import jax
+
+    if not enabled:
+        if jax.config.jax_compilation_cache_dir:  # e.g. set through JAX_COMPILATION_CACHE_DIR
+            jax.config.update("jax_enable_compilation_cache", False)
+        return None
+    path = compile_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        warn(f"{PROG}: compilation cache off: cannot create {path} ({err.strerror or err})")
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return path
+
+
+def _image_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding it; None when unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 - the real read reports the reason
+        return None
+
+
+def _name_hash(path: str) -> int:
+    """crc32 of the file's base name (UTF-8): the per-image part of the random key."""
+    return zlib.crc32(os.path.basename(path).encode("utf-8", "surrogateescape"))
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled restorer
+
+
+def _sampler_settings(args) -> dict:
+    """Keyword arguments of `samplers.sample` for the command-line options."""
+    settings = {"sampler": args.sampler, "num_samples": args.num_samples,
+                "color_correction": args.color_correction, "eps": args.eps}
+    if args.sampler == "ode":
+        settings.update(rtol=args.tol, atol=args.tol)
+    else:
+        settings["steps"] = args.steps
+    return settings
+
+
+def make_tile_restorer(task, settings: dict):
+    """A jittable ``restore(params, tiles, base_key, ids) -> (restored tiles, nfe per tile)``.
+
+    tiles: float32 (B, h, w, 3) JPEG tiles in [0, 1]; ids: uint32 (B, 2), (crc32 of the file
+    name, tile number) per tile; base_key: PRNGKey(seed). For a DriftRec (score) model every tile
+    is restored on its own under `jax.vmap` with the key fold_in(fold_in(base_key, id0), id1) by
+    `samplers.sample` (SPEC §4: sampler, k-sample averaging, colour correction, clipping to
+    [0, 1]); a regression model (task.sde is None) makes one network pass per tile and ignores
+    the key and `settings`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from . import samplers
+    from .score import make_predict_fn, make_score_fn
+
+    if task.is_regression:
+        predict = make_predict_fn(task.apply)
+
+        def restore(params, tiles, base_key, ids):
+            x = jnp.clip(predict(params, tiles), 0.0, 1.0)
+            return x, jnp.ones((tiles.shape[0],), jnp.int32)
+
+        return restore
+
+    score_fn = make_score_fn(task.apply, task.sde)
+
+    def restore(params, tiles, base_key, ids):
+        def one(y, tile_ids):
+            key = jax.random.fold_in(jax.random.fold_in(base_key, tile_ids[0]), tile_ids[1])
+            x, nfe = samplers.sample(lambda x_, y_, t_: score_fn(params, x_, y_, t_), task.sde,
+                                     y[None], key, **settings)
+            return x[0], nfe
+
+        return jax.vmap(one)(tiles, ids)
+
+    return restore
+
+
+def _compiled_restorer(task, params, settings: dict, batch: int, tile: int):
+    """The restorer compiled ahead of time for (batch, tile, tile, 3) float32 tiles (memoised
+    per process); returns (compiled, seconds spent compiling, 0 when memoised)."""
+    import jax
+    import jax.numpy as jnp
+
+    memo_key = (task, tuple(sorted(settings.items())), batch, tile,
+                jax.tree.structure(params), tuple((a.shape, a.dtype) for a in jax.tree.leaves(params)))
+    if memo_key in _COMPILED:
+        return _COMPILED[memo_key], 0.0
+    start = time.perf_counter()
+    fn = jax.jit(make_tile_restorer(task, settings))
+    compiled = fn.lower(params, jax.ShapeDtypeStruct((batch, tile, tile, 3), jnp.float32),
+                        jax.random.PRNGKey(0), jax.ShapeDtypeStruct((batch, 2), jnp.uint32)).compile()
+    _COMPILED[memo_key] = compiled
+    return compiled, time.perf_counter() - start
+
+
+def _downsampling_factor(spec: dict) -> int:
+    """2**(number of resolution levels − 1) of the model's NCSN++: tiles must be multiples of it."""
+    from .networks.presets import network_config
+
+    cfg = dict(network_config(spec["network"]), **spec.get("overrides", {}))
+    return 2 ** (len(cfg["ch_mult"]) - 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+
+
+def run(args) -> int:
+    """Restore `args.inputs` into `args.outdir` (options of `configure`); returns the exit status."""
+    try:
+        return _run(args)
+    except UsageError as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args) -> int:
+    from . import images
+
+    try:
+        images._check_tiling(args.tile, args.overlap, args.batch_size)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+    outdir = Path(args.outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"output folder {outdir} exists and is not a folder")
+    files, problems = find_images(args.inputs, exclude=outdir)
+    if not files:
+        reasons = "; ".join(f"{p}: {r}" for p, r in problems)
+        raise UsageError("no images found in the inputs" + (f" ({reasons})" if reasons else ""))
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        from . import models
+
+        checkpoint = models.bundled_model_path()
+        if not os.path.exists(checkpoint):
+            raise UsageError(f"this installation has no bundled model ({checkpoint} is missing); "
+                             "pass --checkpoint MODEL_FILE_OR_WORKDIR")
+    elif not os.path.exists(checkpoint):
+        raise UsageError(f"--checkpoint {checkpoint}: no such file or folder")
+
+    try:
+        from tqdm import tqdm
+        write = lambda msg: tqdm.write(msg, file=sys.stderr)  # noqa: E731 - keeps the bar intact
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        tqdm, write = None, lambda msg: print(msg, file=sys.stderr)
+
+    # Before anything is compiled (JAX decides once per process whether the cache is used).
+    _setup_compile_cache(args.compile_cache, write)
+
+    import jax
+    import numpy as np
+
+    from . import models
+
+    try:
+        task, params, spec = models.load_model(checkpoint)
+    except models.ModelLoadError as err:
+        raise UsageError(str(err)) from None
+    factor = _downsampling_factor(spec)
+    if args.tile % factor:
+        raise UsageError(f"--tile {args.tile} must be a multiple of {factor} for this model's network")
+
+    failed = 0
+
+    def fail(path, reason) -> None:
+        nonlocal failed
+        failed += 1
+        write(f"{PROG}: {path}: {reason}")
+
+    for path, reason in problems:
+        fail(path, reason)
+
+    out_of = images.output_paths(files, outdir)
+    todo = [p for p in files if not (args.skip_existing and out_of[p].exists())]
+    skipped = len(files) - len(todo)
+
+    sizes = {p: _image_size(p) for p in todo}
+    total_tiles = sum(images.count_tiles(s[1], s[0], args.tile, args.overlap) for s in sizes.values() if s)
+    batch = max(1, min(args.batch_size, total_tiles))
+    settings = _sampler_settings(args)
+    if task.is_regression:
+        settings = {}
+
+    compiled, compile_s = (None, 0.0)
+    labels: collections.deque = collections.deque()  # (name hash, tile number) of tiles to come
+    written: collections.deque = collections.deque()  # (path, LoadedImage without pixels)
+    base_key = jax.random.PRNGKey(args.seed)
+    nfe_total = nfe_max = tiles_done = 0
+
+    def unread(path, reason) -> None:
+        fail(path, reason)
+        if bar is not None and sizes.get(path):  # its tiles were counted from the header
+            bar.total -= images.count_tiles(sizes[path][1], sizes[path][0], args.tile, args.overlap)
+            bar.refresh()
+
+    def stream():
+        for path in todo:
+            try:
+                loaded = images.load_image(path)
+            except images.ImageReadError as err:
+                unread(path, str(err).replace(f"cannot read {path}: ", "", 1))
+                continue
+            except MemoryError:
+                unread(path, "not enough memory to read this image")
+                continue
+            h, w = loaded.shape
+            n = images.count_tiles(h, w, args.tile, args.overlap)
+            crc = _name_hash(path)
+            labels.extend((crc, k) for k in range(n))
+            # Keep the format facts for writing, not the pixels (a zero-stride placeholder).
+            placeholder = np.broadcast_to(np.float32(0), loaded.rgb.shape)
+            written.append((path, dataclasses.replace(loaded, rgb=placeholder)))
+            rgb = loaded.rgb
+            del loaded
+            yield rgb
+            del rgb
+
+    def restore_batch(tiles: np.ndarray) -> np.ndarray:
+        nonlocal nfe_total, nfe_max, tiles_done
+        real = min(len(labels), tiles.shape[0])
+        ids = np.zeros((tiles.shape[0], 2), np.uint32)
+        for k in range(real):
+            ids[k] = labels.popleft()
+        x, nfe = compiled(params, tiles, base_key, ids)
+        nfe = np.asarray(nfe)[:real]
+        nfe_total += int(nfe.sum())
+        nfe_max = max(nfe_max, int(nfe.max(initial=0)))
+        tiles_done += real
+        return np.asarray(x)
+
+    bar = None
+    if tqdm is not None:
+        bar = tqdm(total=total_tiles, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True,
+                   desc="compiling")
+    restored = 0
+    try:
+        if todo:
+            compiled, compile_s = _compiled_restorer(task, params, settings, batch, args.tile)
+        if bar is not None:  # restart the clock: the rate shown excludes compilation
+            bar.reset(total=total_tiles)
+            bar.set_description("restoring")
+        run_start = time.perf_counter()
+        results = images.restore_images(stream(), restore_batch, tile=args.tile, overlap=args.overlap,
+                                        batch_size=batch, progress=bar, total_tiles=total_tiles)
+        for rgb in results:
+            path, like = written.popleft()
+            try:
+                images.save_image(out_of[path], rgb, like)
+                restored += 1
+            except (OSError, ValueError) as err:
+                fail(path, f"cannot write {out_of[path]}: {getattr(err, 'strerror', None) or err}")
+            del rgb
+        run_s = time.perf_counter() - run_start
+    except Exception as err:
+        if "RESOURCE_EXHAUSTED" in str(err) or isinstance(err, MemoryError):
+            if bar is not None:
+                bar.close()
+            print(f"{PROG}: out of memory; try a smaller --batch-size or --tile", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    what = "regression (1 network pass)" if task.is_regression else _describe(args)
+    nfe_text = ""
+    if tiles_done and not task.is_regression:
+        mean = nfe_total / tiles_done
+        nfe_text = (f", {mean:.0f} network evaluations per tile" if mean == nfe_max
+                    else f", {mean:.1f} network evaluations per tile (max {nfe_max})")
+    summary = f"restored {restored} of {len(files) + len(problems)} inputs into {outdir}"
+    if failed:
+        summary += f" ({failed} failed)"
+    if skipped:
+        summary += f" ({skipped} skipped: output exists)"
+    summary += (f"; {tiles_done} tiles of {args.tile}px, {what}{nfe_text}; "
+                f"compile {compile_s:.1f} s, restore {run_s:.1f} s")
+    print(summary, file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _describe(args) -> str:
+    if args.sampler == "ode":
+        text = f"ode tol {args.tol:g}"
+    else:
+        text = f"{args.sampler} {args.steps} steps"
+    if args.num_samples > 1:
+        text += f", mean of {args.num_samples} samples"
+    return text

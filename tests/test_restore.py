@@ -1,0 +1,344 @@
+"""Tests of `driftrec restore` / sample.py (driftrec_jax.restore_cli).
+
+A miniature model file (the 'tiny' NCSN++ with one resolution level and no attention, random
+weights: it compiles in seconds) restores a folder of small images in 32-pixel tiles with 3
+Euler–Maruyama steps. The folder run happens once per module; most tests look at its outputs.
+Two subprocess runs (cold, then warm compilation cache) check that TensorFlow is never imported,
+that the cache is filled and then used, and that another process gives the same pixels.
+"""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from driftrec_jax import models, restore_cli, samplers
+
+ROOT = Path(__file__).resolve().parents[1]
+SDE = {"name": "ouve", "gamma": 1.0, "sigma_min": 0.01, "sigma_max": 1.0}
+MINI = {"ch_mult": [1], "attn_resolutions": []}  # 'tiny' cut to one level: fast to compile
+TILING = ["--tile", "32", "--overlap", "16", "--steps", "3", "--batch-size", "4", "--no-compile-cache"]
+GOOD = {"rgb": ("RGB", (40, 56)), "gray": ("L", (33, 20)), "rgba": ("RGBA", (24, 40)), "photo": ("RGB", (48, 48))}
+
+
+def _run(argv) -> tuple[int, str]:
+    """restore_cli.main in this process; returns (exit status, stderr text)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = restore_cli.main([str(a) for a in argv])
+    return rc, err.getvalue()
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("driftrec restore: ")]
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path)).astype(np.int64)
+
+
+def _random_params(task, seed: int):
+    """Random weights shaped like task.init_params' (drawn with numpy: Flax's own init compiles
+    for tens of seconds on a busy 2-core machine). Kernels ~ N(0, 1/fan-in), norm scales 1."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: task.init_params(jax.random.PRNGKey(0), 32))
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path[-1:])
+        if name == "['scale']":
+            return np.ones(leaf.shape, np.float32)
+        if name == "['fourier_W']":
+            return (16.0 * rng.standard_normal(leaf.shape)).astype(np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 10 * leaf.shape[0]
+        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Model files (score and regression) and an input folder of good and bad images."""
+    root = tmp_path_factory.mktemp("restore")
+    paths = {}
+    for variant in ("score", "regression"):
+        spec = {"network": "tiny", "overrides": MINI, "variant": variant, "dtype": "float32"}
+        if variant == "score":
+            spec["sde"] = SDE
+        task = models.build_task(spec)
+        paths[variant] = root / f"mini_{variant}.msgpack"
+        models.save_model(str(paths[variant]), spec, _random_params(task, seed=len(paths)))
+
+    rng = np.random.default_rng(7)
+    src = root / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / ".hidden").mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(src / "rgb.png")
+    Image.fromarray(rng.integers(0, 256, (33, 20), dtype=np.uint8)).save(src / "gray.png")
+    Image.fromarray(rng.integers(0, 256, (24, 40, 4), dtype=np.uint8)).save(src / "rgba.png")
+    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(src / "sub" / "photo.jpg", quality=30)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG" * 8)
+    whole = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(whole, format="PNG")
+    (src / "truncated.png").write_bytes(whole.getvalue()[:300])  # header fine, pixel data cut
+    (src / "notes.txt").write_text("not an image")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / ".hidden" / "skip.png")
+    paths["in"] = src
+    paths["root"] = root
+    return paths
+
+
+@pytest.fixture(scope="module")
+def folder_run(files):
+    out = files["root"] / "out"
+    rc, stderr = _run([files["in"], "-o", out, "--checkpoint", files["score"], *TILING])
+    return rc, stderr, out
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+
+
+def test_options_match_samplers_and_help_gives_defaults():
+    assert restore_cli.SAMPLER_NAMES == tuple(samplers.SAMPLERS)
+    assert restore_cli.DEFAULT_STEPS == samplers.DEFAULT_STEPS
+    assert restore_cli.DEFAULT_EPS == samplers.DEFAULT_EPS
+    parser = restore_cli.build_parser()
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, action.dest
+            assert ("required" if action.required else "default") in action.help, action.dest
+    for option in ("--checkpoint", "--sampler", "--steps", "--tol", "--num-samples", "--seed", "--batch-size",
+                   "--tile", "--overlap", "--no-color-correction", "--no-compile-cache"):
+        assert option in text
+    assert "fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k)" in text
+
+
+def test_sample_py_is_the_same_command():
+    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), "--help"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: sample.py")
+    assert "--num-samples" in proc.stdout and "--no-compile-cache" in proc.stdout
+
+
+def test_sampler_settings():
+    parse = restore_cli.build_parser().parse_args
+    em = restore_cli._sampler_settings(parse(["x", "-o", "y"]))
+    assert em == {"sampler": "em", "num_samples": 1, "color_correction": True, "eps": 0.03, "steps": 100}
+    ode = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "ode", "--tol", "0.01",
+                                               "--no-color-correction", "--num-samples", "3"]))
+    assert ode == {"sampler": "ode", "num_samples": 3, "color_correction": False, "eps": 0.03,
+                   "rtol": 0.01, "atol": 0.01}
+
+
+def test_downsampling_factor():
+    assert restore_cli._downsampling_factor({"network": "tiny", "overrides": {}}) == 4
+    assert restore_cli._downsampling_factor({"network": "paper"}) == 64
+    assert restore_cli._downsampling_factor({"network": "tiny", "overrides": MINI}) == 1
+
+
+def test_find_images(files, tmp_path):
+    src = files["in"]
+    out_inside = src / "sub" / "restored"
+    out_inside.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out_inside / "old.png")
+    try:
+        found, problems = restore_cli.find_images([src, src / "rgb.png", tmp_path / "nope.jpg"], exclude=out_inside)
+    finally:
+        (out_inside / "old.png").unlink()
+        out_inside.rmdir()
+    names = [os.path.relpath(p, src) for p in found]
+    assert names == ["broken.jpg", "gray.png", "rgb.png", "rgba.png", os.path.join("sub", "photo.jpg"),
+                     "truncated.png"]  # sorted, recursive, no .txt, no hidden, no output folder, no repeats
+    assert problems == [(str(tmp_path / "nope.jpg"), "no such file or folder")]
+    # A file named explicitly is tried whatever its extension.
+    assert restore_cli.find_images([src / "notes.txt"])[0] == [str(src / "notes.txt")]
+
+
+def test_compile_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("DRIFTREC_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert restore_cli.compile_cache_dir() == tmp_path / "xdg" / "driftrec_jax" / "jax"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert restore_cli.compile_cache_dir() == tmp_path / "home" / ".cache" / "driftrec_jax" / "jax"
+    monkeypatch.setenv("DRIFTREC_CACHE_DIR", str(tmp_path / "mine"))
+    assert restore_cli.compile_cache_dir() == tmp_path / "mine"
+
+
+# ---------------------------------------------------------------------------------------------
+# Usage errors (exit status 2, one line; nothing is compiled)
+
+
+def test_missing_checkpoint_is_a_one_line_usage_error(files, tmp_path, monkeypatch):
+    rc, err = _run([files["in"], "-o", tmp_path / "o", "--checkpoint", tmp_path / "none.msgpack"])
+    assert rc == 2 and err.splitlines() == [f"driftrec restore: --checkpoint {tmp_path / 'none.msgpack'}: no such file or folder"]
+
+    monkeypatch.setattr(models, "bundled_model_path", lambda: str(tmp_path / "assets" / "absent.msgpack"))
+    rc, err = _run([files["in"], "-o", tmp_path / "o"])
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "no bundled model" in err and "--checkpoint" in err
+
+    garbage = tmp_path / "garbage.msgpack"
+    garbage.write_bytes(b"\x00\x01 not a model")
+    rc, err = _run([files["in"], "-o", tmp_path / "o", "--checkpoint", garbage])
+    assert rc == 2 and len(err.splitlines()) == 1 and "not a driftrec_jax model file" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_other_usage_errors(files, tmp_path):
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(io.StringIO()):
+        restore_cli.main(["-o", str(tmp_path / "o")])  # no inputs
+    assert exc.value.code == 2
+    (tmp_path / "empty").mkdir()
+    rc, err = _run([tmp_path / "empty", "-o", tmp_path / "o", "--checkpoint", files["score"]])
+    assert rc == 2 and err.startswith("driftrec restore: no images found") and len(err.splitlines()) == 1
+    rc, err = _run([files["in"], "-o", tmp_path / "o", "--checkpoint", files["score"], "--tile", "32", "--overlap", "24"])
+    assert rc == 2 and "overlap" in err and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Restoring a folder
+
+
+def test_folder_outputs_keep_format(files, folder_run):
+    rc, stderr, out = folder_run
+    assert rc == 1  # two inputs failed
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.png" for n in GOOD)  # no temp files left
+    for name, (mode, (h, w)) in GOOD.items():
+        im = Image.open(out / f"{name}.png")
+        assert im.format == "PNG" and im.mode == mode and im.size == (w, h), name
+    src_alpha = np.asarray(Image.open(files["in"] / "rgba.png"))[..., 3]
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "rgba.png"))[..., 3], src_alpha)
+    # Restored, not copied: the network changed the pixels.
+    assert np.abs(_pixels(out / "rgb.png") - _pixels(files["in"] / "rgb.png")).mean() > 1
+
+
+def test_each_bad_file_is_one_error_line(files, folder_run):
+    rc, stderr, out = folder_run
+    lines = _error_lines(stderr)
+    assert len(lines) == 2, stderr
+    broken, truncated = sorted(lines)
+    assert broken.startswith(f"driftrec restore: {files['in'] / 'broken.jpg'}: ")
+    assert truncated.startswith(f"driftrec restore: {files['in'] / 'truncated.png'}: ")
+    assert all(len(line.split(": ", 2)[2]) > 5 for line in lines)  # a reason follows
+    assert "Traceback" not in stderr
+    assert "restored 4 of 6 inputs" in stderr and "(2 failed)" in stderr
+
+
+def test_same_seed_same_image_whatever_the_batch(files, folder_run, tmp_path, monkeypatch):
+    """Tile keys depend on (seed, file name, tile number) only: restoring one file alone, with
+    another batch size, gives the pixels it got inside the folder; another seed does not."""
+    _, _, out = folder_run
+    updates = []
+
+    import tqdm
+
+    class Recorder(tqdm.tqdm):
+        def __init__(self, *a, **k):
+            k.update(disable=False, file=io.StringIO())
+            super().__init__(*a, **k)
+
+        def update(self, n=1):
+            updates.append((self.total, n))
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", Recorder)
+    argv = [files["in"] / "rgb.png", "-o", tmp_path / "alone", "--checkpoint", files["score"], *TILING, "--batch-size", "2"]
+    rc, _ = _run(argv)
+    assert rc == 0
+    # Equal up to float rounding (XLA may sum in another order for another batch shape).
+    diff = np.abs(_pixels(tmp_path / "alone" / "rgb.png") - _pixels(out / "rgb.png"))
+    assert diff.max() <= 1 and diff.mean() < 0.01
+    assert updates == [(6, 2)] * 3  # progress over tiles: 6 tiles of 32 px in a 40x56 image
+
+    rc, _ = _run(argv[:2] + [tmp_path / "seed1"] + argv[3:] + ["--seed", "1"])
+    assert rc == 0
+    assert np.abs(_pixels(tmp_path / "seed1" / "rgb.png") - _pixels(out / "rgb.png")).mean() > 1
+
+
+def test_skip_existing(files, folder_run):
+    _, _, out = folder_run
+    before = (out / "rgb.png").stat().st_mtime_ns
+    rc, err = _run([files["in"] / "rgb.png", "-o", out, "--checkpoint", files["score"], *TILING, "--skip-existing"])
+    assert rc == 0 and "1 skipped" in err
+    assert (out / "rgb.png").stat().st_mtime_ns == before
+
+
+def test_regression_model_one_pass_never_overwrites_input(files, tmp_path):
+    src = tmp_path / "pngs"
+    src.mkdir()
+    rgb = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src / "face.png")
+    rc, err = _run([src, "-o", src, "--checkpoint", files["regression"], *TILING])
+    assert rc == 0, err
+    np.testing.assert_array_equal(np.asarray(Image.open(src / "face.png")), rgb)  # input untouched
+    got = _pixels(src / "face_restored.png")
+    # One tile exactly: the output is the network's single prediction, clipped and rounded.
+    task, params, _ = models.load_model(str(files["regression"]))
+    pred = jax.jit(task.apply)(params, jnp.asarray(rgb[None] / np.float32(255)), None)[0]
+    want = np.floor(np.clip(np.asarray(pred), 0, 1) * 255 + 0.5)
+    assert np.abs(got - want).max() <= 1
+    assert "regression (1 network pass)" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# A fresh process: no TensorFlow, compilation cache written then used, same pixels
+
+PROBE = """
+import json, runpy, sys
+from jax import monitoring
+events = {}
+monitoring.register_event_listener(lambda name, **kw: events.__setitem__(name, events.get(name, 0) + 1))
+argv = json.loads(sys.argv[1])
+if sys.argv[2] == "sample.py":
+    sys.argv = ["sample.py"] + argv
+    try:
+        runpy.run_path("sample.py", run_name="__main__")
+    except SystemExit as exc:
+        rc = exc.code
+else:
+    from driftrec_jax.cli import main
+    rc = main(["restore"] + argv)
+print("PROBE" + json.dumps({"rc": rc, "tensorflow": any(m.split(".")[0] == "tensorflow" for m in sys.modules),
+      "hits": events.get("/jax/compilation_cache/cache_hits", 0),
+      "misses": events.get("/jax/compilation_cache/cache_misses", 0)}))
+"""
+
+
+def _probe(argv, entry, cache):
+    env = dict(os.environ, DRIFTREC_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps([str(a) for a in argv]), entry],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("PROBE")]
+    assert lines, proc.stdout + proc.stderr
+    return json.loads(lines[-1][5:])
+
+
+def test_fresh_process_no_tensorflow_and_compile_cache(files, folder_run, tmp_path):
+    cache = tmp_path / "cache"
+    tiling = [a for a in TILING if a != "--no-compile-cache"]
+    cold = _probe([files["in"], "-o", tmp_path / "cold", "--checkpoint", files["score"], *tiling], "sample.py", cache)
+    assert cold["rc"] == 1 and not cold["tensorflow"]
+    assert cold["misses"] > 0 and cold["hits"] == 0
+    entries = [p for p in cache.iterdir() if p.name.startswith("jit_restore")]
+    assert entries and all(p.stat().st_size > 0 for p in entries)
+
+    warm = _probe([files["in"], "-o", tmp_path / "warm", "--checkpoint", files["score"], *tiling], "driftrec", cache)
+    assert warm["rc"] == 1 and not warm["tensorflow"]
+    assert warm["misses"] == 0 and warm["hits"] > 0  # nothing compiled again
+
+    _, _, out = folder_run
+    for name in GOOD:
+        np.testing.assert_array_equal(_pixels(tmp_path / "cold" / f"{name}.png"), _pixels(out / f"{name}.png"))
+        np.testing.assert_array_equal(_pixels(tmp_path / "warm" / f"{name}.png"), _pixels(out / f"{name}.png"))
