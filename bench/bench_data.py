@@ -82,9 +82,12 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=None, help="write the results here as JSON")
     args = p.parse_args(argv)
 
+    load_before = os.getloadavg()[0]
     results = [bench_case(args, c) for c in args.cases]
+    load_after = os.getloadavg()[0]
     print(f"\nmachine: {machine()}; crops {args.crop_size}², batch {args.batch}, "
-          f"{results[0]['images']} images in {args.source}\n")
+          f"{results[0]['images']} images in {args.source}; 1-min load average "
+          f"{load_before:.1f} before, {load_after:.1f} after (other jobs compete for the cores)\n")
     print("| case | cache | JPEG | crops/image | first pass pairs/s | steady pairs/s |")
     print("|---|---|---|---|---|---|")
     for r in results:
@@ -92,7 +95,8 @@ def main(argv=None) -> None:
               f"{r['warmup_pairs_per_s']:.0f} ({r['warmup_batches']} batches) | {r['pairs_per_s']:.0f} |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": machine(), "args": vars(args), "results": results}, fh, indent=1)
+            json.dump({"machine": machine(), "args": vars(args), "load_average": [load_before, load_after],
+                       "results": results}, fh, indent=1)
 
 
 if __name__ == "__main__":
