@@ -5,6 +5,7 @@ Every image is generated here (tmp folders); tiny crops (16-32 px) and batches k
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -107,7 +108,7 @@ def test_file_list_and_sequence_sources(photos, tmp_path):
     assert [os.path.realpath(f) for f in files] == [str((photos / "c.bmp").resolve()),
                                                       str((photos / "a" / "noise.png").resolve())]
     assert data.list_images([str(photos / "d.tiff")]) == [str(photos / "d.tiff")]
-    # The pipeline reads a list file: only those two images, which are solid in no way, appear.
+    # The training pipeline reads a list file: its shard is exactly the two listed images.
     it, (b,) = _batches(_cfg(lst, batch_size=2), 1)
     assert it.num_images == 2 and b["clean"].shape == (2, S, S, 3)
 
@@ -133,7 +134,7 @@ def test_config_matches_config_lib_and_validates():
     c = config_lib.default_config().data
     c.source = "somewhere"
     cfg = data.DataConfig.from_any(c)  # every config_lib field is a DataConfig field
-    assert {f.name for f in data.dataclasses.fields(data.DataConfig)} == set(c.to_dict())
+    assert {f.name for f in dataclasses.fields(data.DataConfig)} == set(c.to_dict())
     assert cfg.crop_scale == (0.2, 1.0) and cfg.q_range == (0, 100) and cfg.crop_size == 256
     for bad in (dict(q_range=(0, 101)), dict(crop_scale=(0.0, 1.0)), dict(jpeg_backend="cv2"), dict(batch_size=0)):
         with pytest.raises(ValueError):
