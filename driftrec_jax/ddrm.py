@@ -76,6 +76,13 @@ def alphas_cumprod(num_timesteps: int = NUM_TIMESTEPS, beta_start: float = BETA_
     return np.cumprod(1.0 - linear_betas(num_timesteps, beta_start, beta_end))
 
 
+def noise_level(alpha_bar) -> np.ndarray:
+    """σ = √((1 − ᾱ)/ᾱ) (float64, on the host): the noise level the ε network is conditioned on
+    (through NCSN++'s Fourier embedding of log σ); the VE noise of x_t/√ᾱ_t."""
+    alpha_bar = np.asarray(alpha_bar, np.float64)
+    return np.sqrt((1.0 - alpha_bar) / alpha_bar)
+
+
 class _Coefficients(NamedTuple):
     """Per-timestep √ᾱ, √(1 − ᾱ) and σ = √((1 − ᾱ)/ᾱ), computed in float64 and stored as float32
     (1 − ᾱ_t cancels badly in float32 for small t); index T holds t = −1: ᾱ = 1."""
@@ -96,13 +103,6 @@ def _coefficients(alphas) -> _Coefficients:
     if not np.all((a > 0) & (a <= 1)):
         raise ValueError("alphas_cumprod must lie in (0, 1]")
     return _Coefficients(*(jnp.asarray(v, jnp.float32) for v in (np.sqrt(a), np.sqrt(1 - a), noise_level(a))))
-
-
-def noise_level(alpha_bar) -> np.ndarray:
-    """σ = √((1 − ᾱ)/ᾱ) (float64, on the host): the noise level the ε network is conditioned on
-    (through NCSN++'s Fourier embedding of log σ); the VE noise of x_t/√ᾱ_t."""
-    alpha_bar = np.asarray(alpha_bar, np.float64)
-    return np.sqrt((1.0 - alpha_bar) / alpha_bar)
 
 
 def sampling_timesteps(init_timestep: int = INIT_TIMESTEP, num_steps: int = NUM_STEPS) -> tuple[np.ndarray, np.ndarray]:
@@ -228,6 +228,8 @@ def ddrm_samples(eps, y, key, *, tables=None, subsampling: str = "4:2:0", mode: 
         y0 = h01(y)
     coeffs = _coefficients(alphas_cumprod() if alphas is None else alphas)
     ts, ts_next = sampling_timesteps(init_timestep, num_steps)
+    if ts[0] >= coeffs.sqrt_a.shape[0] - 1:
+        raise ValueError(f"init_timestep {init_timestep} lies beyond the schedule's {coeffs.sqrt_a.shape[0] - 1} steps")
 
     def h(x):  # H on the [−1, 1] scale of the diffusion
         return 2.0 * h01((x + 1.0) * 0.5) - 1.0

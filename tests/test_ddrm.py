@@ -208,6 +208,9 @@ def test_restorer_rejects_bad_input(tiny):
         ddrm.ddrm_samples(eps, jnp.zeros((1, 16, 16, 3)), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="mode"):
         ddrm.ddrm_samples(eps, jnp.zeros((1, 16, 16, 3)), jax.random.PRNGKey(0), mode="blur")
+    with pytest.raises(ValueError, match="beyond the schedule"):
+        ddrm.ddrm_samples(eps, jnp.zeros((1, 16, 16, 3)), jax.random.PRNGKey(0), tables=TABLES,
+                          init_timestep=2000)
 
 
 # --------------------------------------------------------------------------- training

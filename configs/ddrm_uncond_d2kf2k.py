@@ -1,0 +1,30 @@
+"""The unconditional ε-prediction DDPM prior for DDRM-JPEG at paper scale (SPEC §6), on D2KF2K.
+
+The DriftRec paper's NCSN++ (128 base channels, 7 levels) with 3 input channels, conditioned on
+the noise level of timestep t; linear β 1e-4..0.02, T = 1000, all timesteps trained; clean 256x256
+random resized crops; AdamW lr 1e-4, EMA 0.999, global batch 32, as the DriftRec models, so the two
+methods are compared on the same data and network. (DDRM-JPEG's own results use OpenAI's ImageNet
+model, which this project does not import.)
+
+Needs model variant 'ddrm_eps' in driftrec_jax.models (see docs/DDRM.md).
+
+Run:
+  python train.py --config configs/ddrm_uncond_d2kf2k.py --workdir workdirs/ddrm_uncond_d2kf2k --config.data.source=/data/D2KF2K/train
+"""
+
+import ml_collections
+
+from driftrec_jax.config_lib import default_config
+
+
+def get_config():
+    c = default_config()
+    c.model.variant = "ddrm_eps"
+    c.ddrm = ml_collections.ConfigDict()
+    c.ddrm.num_timesteps = 1000
+    c.ddrm.beta_start = 1e-4
+    c.ddrm.beta_end = 0.02
+    c.ddrm.max_train_timestep = 1000
+    c.data.source = "/data/D2KF2K/train"
+    c.train.sample_every = 0
+    return c
