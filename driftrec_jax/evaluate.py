@@ -1,0 +1,798 @@
+"""`driftrec evaluate`: checkpoints x image folders x JPEG protocols x sampler settings -> tables.
+
+    driftrec evaluate --checkpoint OUVE=workdirs/ouve --baseline Regression=workdirs/reg \\
+        --data ../shared/data/val/kodak24 --quality 10 20 30 --double 10,30 \\
+        --sampler-settings em:100 ode:1e-5 --out eval/kodak
+
+For every folder and JPEG protocol (single qualities, SPEC §5's unaligned double JPEG) the JPEG
+input itself is measured (the "JPEG" row), then every checkpoint restores every image with every
+sampler setting (a regression baseline once, it has no sampler). Metrics per image (SPEC §5):
+SSIM, PSNR, PSNR-B, BEF, LPIPS (AlexNet) and the seconds spent restoring it; averaged per table
+row. Written to --out:
+
+  results.md / results.csv / results.json   one row per method x setting, a table per folder x protocol
+  per_image.csv                             every measured image
+  cache.jsonl                               per-image results; a rerun skips what is there (resumable)
+  images/                                   the first --save-images restorations (for the crop plots)
+  plots/                                    with --plots (driftrec_jax.plots)
+
+Determinism: the noise of every tile is drawn from a key folded from --seed, the protocol, the
+image's name (relative to its folder) and the tile's index, never from its batch position; the
+result of an image does not depend on which other images were restored with it, or whether the
+run was resumed. Restored images are clipped to [0, 1] and rounded to 8 bits (what saving a PNG does)
+before they are measured.
+
+Grayscale folders (auto-detected, or --mode gray): the JPEG is made from the one-channel image,
+the network restores it replicated to RGB, and the output's luma (ITU-R 601) is measured against
+the gray original; the default metric convention there is FBCNN's (SPEC §5), for colour the
+DriftRec authors' (`--convention`).
+
+`quick_validation` is the small version used during training (train_cli._validate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import zlib
+from functools import partial
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "SamplerSetting",
+    "Protocol",
+    "Checkpoint",
+    "CONVENTIONS",
+    "parse_setting",
+    "parse_double",
+    "parse_checkpoint",
+    "evaluate",
+    "measure",
+    "as_measured",
+    "quick_validation",
+    "configure",
+    "run",
+]
+
+# Metric conventions (SPEC §5): SSIM convention and PSNR-B/BEF convention of driftrec_jax.metrics.
+CONVENTIONS: dict[str, tuple[str, str]] = {
+    "driftrec": ("driftrec", "torchjpeg"),  # the DriftRec authors' (skimage win 9; torchjpeg BEF)
+    "fbcnn": ("fbcnn", "fbcnn"),  # FBCNN's (Gaussian SSIM; BEF on Y); used for grayscale sets
+}
+SAMPLER_NAMES = {"em": "EM", "heun": "Heun", "ode": "ODE"}
+DEFAULT_STEPS = {"em": 100, "heun": 50}
+DEFAULT_TOL = 1e-3
+METRICS = ("ssim", "psnr", "psnrb", "lpips", "bef")
+_LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow's convert("L") uses
+
+
+# --------------------------------------------------------------------------------------------
+# What is evaluated
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSetting:
+    """One way of sampling (SPEC §4): sampler name, steps (EM/Heun) or tolerance (ODE), and
+    the number of independent samples averaged per image (paper Fig. 7)."""
+
+    sampler: str
+    steps: int | None = None
+    tol: float | None = None
+    num_samples: int = 1
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLER_NAMES:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLER_NAMES)}")
+        if self.sampler == "ode":
+            if self.tol is None or not self.tol > 0:
+                raise ValueError(f"the ODE sampler needs a tolerance > 0, got {self.tol}")
+        elif self.steps is None or self.steps < 1:
+            raise ValueError(f"the {self.sampler} sampler needs steps >= 1, got {self.steps}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+
+    @property
+    def key(self) -> str:
+        """Canonical text, accepted back by `parse_setting` (e.g. em:100, ode:1e-05x4)."""
+        arg = f"{self.tol:g}" if self.sampler == "ode" else str(self.steps)
+        return f"{self.sampler}:{arg}" + (f"x{self.num_samples}" if self.num_samples > 1 else "")
+
+    @property
+    def label(self) -> str:
+        arg = f"tol {self.tol:g}" if self.sampler == "ode" else f"{self.steps} steps"
+        avg = f", mean of {self.num_samples}" if self.num_samples > 1 else ""
+        return f"{SAMPLER_NAMES[self.sampler]} {arg}{avg}"
+
+    def options(self, eps: float) -> dict:
+        """Keyword arguments of `samplers.sample` for this setting."""
+        opts: dict[str, Any] = {"sampler": self.sampler, "num_samples": self.num_samples, "eps": eps}
+        if self.sampler == "ode":
+            opts.update(rtol=self.tol, atol=self.tol)
+        else:
+            opts["steps"] = self.steps
+        return opts
+
+
+def parse_setting(text: str) -> SamplerSetting:
+    """`em`, `em:100`, `heun:50`, `ode`, `ode:1e-5`, with an optional `xK` (mean of K samples)."""
+    body, _, k = text.strip().lower().partition("x")
+    name, _, arg = body.partition(":")
+    try:
+        num = int(k) if k else 1
+        if name == "ode":
+            return SamplerSetting("ode", tol=float(arg) if arg else DEFAULT_TOL, num_samples=num)
+        return SamplerSetting(name, steps=int(arg) if arg else DEFAULT_STEPS.get(name, 100), num_samples=num)
+    except ValueError as err:
+        raise ValueError(f"bad sampler setting {text!r} ({err}); write e.g. em:100, heun:50, ode:1e-5, em:100x4") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """A JPEG degradation of the evaluation set: one quality, or unaligned double JPEG (SPEC §5)."""
+
+    quality: int
+    quality1: int | None = None  # first compression of the double-JPEG protocol
+
+    @property
+    def key(self) -> str:
+        return f"q{self.quality}" if self.quality1 is None else f"d{self.quality1}-{self.quality}"
+
+    @property
+    def label(self) -> str:
+        return f"QF {self.quality}" if self.quality1 is None else f"double QF {self.quality1} then {self.quality}"
+
+
+def parse_double(text: str) -> Protocol:
+    """`10,30` -> JPEG at QF 10, shift, JPEG at QF 30."""
+    try:
+        q1, q2 = (int(v) for v in text.replace("-", ",").split(","))
+    except ValueError:
+        raise ValueError(f"bad double-JPEG pair {text!r}; write QF1,QF2 (e.g. 10,30)") from None
+    return Protocol(q2, q1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    label: str
+    path: str
+
+
+def parse_checkpoint(text: str) -> Checkpoint:
+    """`PATH` or `LABEL=PATH` (a model file or a training workdir)."""
+    label, sep, path = text.partition("=")
+    if not sep:
+        path = text
+        base = os.path.basename(os.path.normpath(path))
+        label = os.path.splitext(base)[0] if os.path.isfile(path) else base
+        if label in ("model", "checkpoints"):
+            label = os.path.basename(os.path.dirname(os.path.abspath(path))) or label
+    if not path:
+        raise ValueError(f"bad checkpoint {text!r}; write PATH or LABEL=PATH")
+    return Checkpoint(label, path)
+
+
+def _model_file(path: str) -> str:
+    if os.path.isdir(path):
+        for cand in (os.path.join(path, "model.msgpack"), os.path.join(os.path.dirname(os.path.abspath(path)), "model.msgpack")):
+            if os.path.isfile(cand):
+                return cand
+    return path
+
+
+def _fingerprint(path: str) -> str:
+    h = hashlib.sha1()
+    with open(_model_file(path), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics of one image
+# --------------------------------------------------------------------------------------------
+
+
+def _to_gray(x: np.ndarray) -> np.ndarray:
+    return np.tensordot(x, _LUMA, axes=([-1], [0]))[..., None].astype(np.float32)
+
+
+def as_measured(restored: np.ndarray, channels: int) -> np.ndarray:
+    """The 8-bit image that is measured (and saved): `restored` clipped and rounded to 8 bits;
+    for a 1-channel original, the ITU-R 601 luma of the 8-bit RGB restoration, rounded again."""
+    from . import metrics as M
+
+    x = np.asarray(M.quantize_uint8(restored))
+    if channels == 1 and x.shape[-1] == 3:
+        x = np.asarray(M.quantize_uint8(_to_gray(x)))
+    return x
+
+
+def measure(restored: np.ndarray, clean: np.ndarray, convention: str = "driftrec", lpips: bool = True) -> dict:
+    """SSIM, PSNR, PSNR-B, BEF (of the restored image) and LPIPS of one (H, W, C) image pair.
+
+    `restored` is clipped to [0, 1] and rounded to 8 bits first; a 3-channel restoration of a
+    1-channel original is measured through its luma. `convention`: a key of `CONVENTIONS`.
+    """
+    from . import metrics as M
+
+    ssim_conv, bef_conv = CONVENTIONS[convention]
+    y = np.asarray(clean, np.float32)
+    x = as_measured(restored, y.shape[-1])
+    if x.shape != y.shape:
+        raise ValueError(f"restored image {x.shape} and original {y.shape} differ in shape")
+    out = {
+        "ssim": float(M.ssim(x, y, convention=ssim_conv)),
+        "psnr": float(M.psnr(x, y)),
+        "psnrb": float(M.psnrb(x, y, convention=bef_conv)),
+        "bef": float(M.bef(x, convention=bef_conv)),
+        "lpips": float(M.lpips(x, y)) if lpips else float("nan"),
+    }
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Restoring tiles with per-tile keys
+# --------------------------------------------------------------------------------------------
+
+_RESTORERS: dict = {}
+
+
+def _tile_restorer(task, setting: SamplerSetting | None, eps: float, color_correction: bool):
+    """jit(params, tiles (N, t, t, 3), keys (N, 2)) -> (restored tiles, nfe per tile).
+
+    Each tile is sampled on its own key (vmap over the batch), so a tile's result does not depend
+    on its batch neighbours; the network still runs on the whole batch at once.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from . import samplers
+    from .score import make_predict_fn, make_score_fn
+
+    cache_key = (task, None if task.is_regression else setting, eps, color_correction)
+    fn = _RESTORERS.get(cache_key)
+    if fn is not None:
+        return fn
+    if task.is_regression:
+        predict = make_predict_fn(task.apply)
+
+        @jax.jit
+        def fn(params, tiles, keys):
+            x = jnp.clip(predict(params, tiles), 0.0, 1.0)
+            return x, jnp.ones((tiles.shape[0],), jnp.int32)
+    else:
+        score = make_score_fn(task.apply, task.sde)
+        opts = setting.options(eps)
+
+        @jax.jit
+        def fn(params, tiles, keys):
+            def one(y, key):
+                x, nfe = samplers.sample(partial(score, params), task.sde, y[None], key,
+                                         color_correction=color_correction, **opts)
+                return x[0], nfe
+
+            return jax.vmap(one)(tiles, keys)
+
+    _RESTORERS[cache_key] = fn
+    return fn
+
+
+def _image_key(seed: int, *parts: str):
+    import jax
+
+    tag = zlib.crc32("\x1f".join(parts).encode("utf-8")) & 0x7FFFFFFF
+    return jax.random.fold_in(jax.random.PRNGKey(seed), tag)
+
+
+class _TileFeeder:
+    """Hands `restore_images` a restore_batch(tiles) that knows, in order, whose tiles it gets.
+
+    `restore_images` extracts the tiles of the images it pulls in order and calls restore_batch
+    whenever a batch is full; registering every tile of an image (with its key) before the image
+    is handed over keeps this FIFO aligned with the batches. Time and NFE are attributed to the
+    images owning the real (non-padding) tiles of each batch.
+    """
+
+    def __init__(self, fn, params, batch_size: int):
+        import jax
+
+        self.fn, self.params, self.batch_size = fn, params, batch_size
+        self.queue: list[tuple[dict, Any]] = []
+        self.dummy = jax.random.PRNGKey(0)
+
+    def register(self, owner: dict, keys: Sequence) -> None:
+        owner.setdefault("seconds", 0.0)
+        owner.setdefault("nfe_sum", 0.0)
+        owner.setdefault("tiles", 0)
+        self.queue.extend((owner, k) for k in keys)
+
+    def warm_up(self, tile: int) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        tiles = jnp.zeros((self.batch_size, tile, tile, 3), jnp.float32)
+        keys = jnp.stack([self.dummy] * self.batch_size)
+        jax.block_until_ready(self.fn(self.params, tiles, keys))
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        import jax.numpy as jnp
+
+        n = min(self.batch_size, len(self.queue))
+        taken, self.queue = self.queue[:n], self.queue[n:]
+        keys = jnp.stack([k for _, k in taken] + [self.dummy] * (self.batch_size - n))
+        start = time.perf_counter()
+        x, nfe = self.fn(self.params, jnp.asarray(tiles), keys)
+        x, nfe = np.asarray(x), np.asarray(nfe)
+        share = (time.perf_counter() - start) / max(n, 1)
+        for i, (owner, _) in enumerate(taken):
+            owner["seconds"] += share
+            owner["nfe_sum"] += float(nfe[i])
+            owner["tiles"] += 1
+        return x
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image cache (resumability)
+# --------------------------------------------------------------------------------------------
+
+
+class _Cache:
+    """Append-only JSON lines of per-image results, keyed by method, folder, protocol, image."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut short by a killed run
+                        continue
+                    self.rows[row["key"]] = row
+        self._f = open(path, "a", encoding="utf-8")
+
+    @staticmethod
+    def key(method_key: str, folder_key: str, protocol: Protocol, name: str) -> str:
+        return "\x1f".join((method_key, folder_key, protocol.key, name))
+
+    def get(self, key: str) -> dict | None:
+        return self.rows.get(key)
+
+    def put(self, row: dict) -> None:
+        self.rows[row["key"]] = row
+        self._f.write(json.dumps(row, sort_keys=True) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _detect_mode(folder: str) -> str:
+    """'gray' when the folder's first image is single-channel (Pillow modes 1, L, LA, I, I;16…)."""
+    from PIL import Image
+
+    from .data import list_images
+
+    files = list_images(folder)
+    if not files:
+        raise ValueError(f"no images in {folder}")
+    with Image.open(files[0]) as im:
+        return "gray" if im.mode in ("1", "L", "LA", "I", "F") or im.mode.startswith("I;16") else "rgb"
+
+
+def _pairs(folder: str, protocol: Protocol, mode: str, seed: int, max_images: int | None):
+    from .data import eval_pairs
+
+    if protocol.quality1 is None:
+        it = eval_pairs(folder, qualities=(protocol.quality,), seed=seed, mode=mode)
+    else:
+        it = eval_pairs(folder, double=(protocol.quality1, protocol.quality), seed=seed, mode=mode)
+    for i, pair in enumerate(it):
+        if max_images is not None and i >= max_images:
+            return
+        pair["_index"] = i
+        yield pair
+
+
+def _save_png(path: str, img: np.ndarray) -> None:
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    u8 = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(u8[..., 0] if u8.shape[-1] == 1 else u8).save(path)
+
+
+def _methods(checkpoints: Sequence[Checkpoint], settings: Sequence[SamplerSetting]):
+    """(label, checkpoint, task, params, setting or None) for every table row but JPEG's."""
+    from .models import load_model
+
+    out = []
+    for ck in checkpoints:
+        task, params, _ = load_model(ck.path)
+        if task.is_regression:
+            out.append((ck, task, params, None))
+        else:
+            out.extend((ck, task, params, s) for s in settings)
+    return out
+
+
+def evaluate(
+    checkpoints: Sequence[Checkpoint],
+    folders: Sequence[str],
+    protocols: Sequence[Protocol],
+    settings: Sequence[SamplerSetting],
+    out: str,
+    *,
+    seed: int = 0,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    eps: float = 0.03,
+    color_correction: bool = True,
+    mode: str = "auto",
+    convention: str = "auto",
+    max_images: int | None = None,
+    lpips: bool = True,
+    save_images: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Run the evaluation and write the tables; returns {"rows", "per_image", "computed", "cached"}.
+
+    `computed` counts the images restored (or, for the JPEG row, measured) in this call,
+    `cached` those read back from out/cache.jsonl.
+    """
+    from .images import count_tiles, restore_images
+    from .plots import example_path
+
+    if not protocols:
+        raise ValueError("nothing to evaluate: give --quality and/or --double")
+    if mode not in ("auto", "rgb", "gray"):
+        raise ValueError(f"mode must be auto, rgb or gray, got {mode!r}")
+    if convention != "auto" and convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose auto or {', '.join(CONVENTIONS)}")
+    os.makedirs(out, exist_ok=True)
+    labels = [c.label for c in checkpoints]
+    if len(set(labels)) != len(labels) or "JPEG" in labels:
+        raise ValueError(f"checkpoint labels must be unique and not 'JPEG', got {labels}")
+    methods = _methods(checkpoints, settings)
+    fingerprints = {c.path: _fingerprint(c.path) for c in checkpoints}
+    cache = _Cache(os.path.join(out, "cache.jsonl"))
+    counts = {"computed": 0, "cached": 0}
+    per_image: list[dict] = []
+
+    folder_info = []
+    for folder in folders:
+        m = _detect_mode(folder) if mode == "auto" else mode
+        conv = ("fbcnn" if m == "gray" else "driftrec") if convention == "auto" else convention
+        n = sum(1 for _ in _iter_names(folder, max_images))
+        folder_info.append((folder, m, conv, n))
+    total = sum(n for *_, n in folder_info) * len(protocols) * (1 + len(methods))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="evaluate", unit="img", dynamic_ncols=True)
+
+    def record(row: dict, was_cached: bool) -> None:
+        per_image.append(row)
+        counts["cached" if was_cached else "computed"] += 1
+        if bar:
+            bar.update(1)
+
+    try:
+        for folder, m, conv, _ in folder_info:
+            folder_key = os.path.basename(os.path.normpath(folder))
+            folder_id = os.path.abspath(folder)
+            for protocol in protocols:
+                base = dict(dataset=folder_key, protocol=protocol.key, protocol_label=protocol.label,
+                            convention=conv, mode=m)
+                # The JPEG row.
+                jpeg_key = f"JPEG|{conv}"
+                for pair in _pairs(folder, protocol, m, seed, max_images):
+                    key = _Cache.key(jpeg_key, folder_id, protocol, pair["name"])
+                    row = cache.get(key)
+                    if row is None:
+                        row = dict(base, key=key, method="JPEG", kind="jpeg", setting="", sampler="",
+                                   num_samples=0, image=pair["name"], nfe=0.0, seconds=0.0,
+                                   height=pair["clean"].shape[0], width=pair["clean"].shape[1],
+                                   **measure(pair["jpeg"], pair["clean"], conv, lpips))
+                        cache.put(row)
+                        if save_images and _index(pair) < save_images:
+                            _save_png(example_path(out, folder_key, protocol.key, "JPEG", pair["name"]), pair["jpeg"])
+                            _save_png(example_path(out, folder_key, protocol.key, "original", pair["name"]), pair["clean"])
+                        record(row, False)
+                    else:
+                        record(row, True)
+                # Every checkpoint x setting.
+                for ck, task, params, setting in methods:
+                    method_key = "|".join([
+                        ck.label, fingerprints[ck.path], setting.key if setting else "regression",
+                        f"seed{seed}", f"tile{tile}-{overlap}", f"eps{eps:g}", f"cc{int(color_correction)}", conv,
+                    ])
+                    todo: list[dict] = []
+                    for pair in _pairs(folder, protocol, m, seed, max_images):
+                        key = _Cache.key(method_key, folder_id, protocol, pair["name"])
+                        row = cache.get(key)
+                        if row is not None:
+                            record(row, True)
+                        else:
+                            todo.append(dict(pair, key=key))
+                    if not todo:
+                        continue
+                    fn = _tile_restorer(task, setting, eps, color_correction)
+                    feeder = _TileFeeder(fn, params, batch_size)
+                    feeder.warm_up(tile)  # compile outside the timed calls
+
+                    def stream(items=todo, feeder=feeder, protocol=protocol):
+                        import jax
+
+                        for item in items:
+                            y = item["jpeg"]
+                            rgb = np.repeat(y, 3, -1) if y.shape[-1] == 1 else y
+                            n_tiles = count_tiles(rgb.shape[0], rgb.shape[1], tile, overlap)
+                            k_img = _image_key(seed, protocol.key, item["name"])
+                            feeder.register(item, [jax.random.fold_in(k_img, i) for i in range(n_tiles)])
+                            yield rgb.astype(np.float32)
+
+                    method_label = ck.label
+                    for item, restored in zip(todo, restore_images(stream(), feeder, tile=tile, overlap=overlap,
+                                                                   batch_size=batch_size)):
+                        row = dict(base, key=item["key"], method=method_label,
+                                   kind="regression" if setting is None else "driftrec",
+                                   setting=setting.key if setting else "", sampler=setting.label if setting else "",
+                                   num_samples=setting.num_samples if setting else 1, image=item["name"],
+                                   nfe=item["nfe_sum"] / max(item["tiles"], 1), seconds=item["seconds"],
+                                   height=item["clean"].shape[0], width=item["clean"].shape[1],
+                                   **measure(restored, item["clean"], conv, lpips))
+                        cache.put(row)
+                        if save_images and _index(item) < save_images:
+                            name = method_label + (f" {setting.key}" if setting else "")
+                            x = as_measured(restored, item["clean"].shape[-1])
+                            _save_png(example_path(out, folder_key, protocol.key, name, item["name"]), x)
+                        record(row, False)
+    finally:
+        cache.close()
+        if bar:
+            bar.close()
+
+    rows = aggregate(per_image)
+    write_tables(rows, per_image, out)
+    return {"rows": rows, "per_image": per_image, **counts}
+
+
+def _iter_names(folder: str, max_images: int | None):
+    from .data import list_images
+
+    files = list_images(folder)
+    return files[:max_images] if max_images is not None else files
+
+
+def _index(pair: dict) -> int:
+    return pair.get("_index", 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+_GROUP = ("dataset", "protocol", "method", "kind", "setting")
+
+
+def aggregate(per_image: Iterable[dict]) -> list[dict]:
+    """Mean of every metric, NFE and seconds over the images of each table row (paper Sec. IV)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in per_image:
+        groups.setdefault(tuple(r[k] for k in _GROUP), []).append(r)
+    rows = []
+    for key, items in groups.items():
+        first = items[0]
+        row = {k: first[k] for k in _GROUP}
+        row.update(protocol_label=first["protocol_label"], sampler=first["sampler"], convention=first["convention"],
+                   num_samples=first["num_samples"], images=len(items))
+        for k in METRICS + ("nfe", "seconds"):
+            row[k] = float(np.mean([it[k] for it in items]))
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: float, spec: str) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """One Markdown table per folder x protocol, laid out like the paper's Table II (SPEC §5):
+    SSIM, PSNR, PSNR-B up; LPIPS x 100 and BEF x 10^4 down; NFE and seconds per image."""
+    out = []
+    blocks: dict[tuple, list[dict]] = {}
+    for r in rows:
+        blocks.setdefault((r["dataset"], r["protocol"]), []).append(r)
+    for (dataset, _), items in blocks.items():
+        items = sorted(items, key=lambda r: (r["kind"] != "jpeg", r["kind"] != "regression", r["method"], r["setting"]))
+        first = items[0]
+        out.append(f"### {dataset}, {first['protocol_label']} ({first['images']} images, {first['convention']} metric convention)\n")
+        out.append("| Method | Sampler | NFE | SSIM ↑ | PSNR ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ | s/img |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in items:
+            nfe = "" if r["kind"] == "jpeg" else _fmt(r["nfe"], ".0f")
+            secs = "" if r["kind"] == "jpeg" else _fmt(r["seconds"], ".3g")
+            out.append(f"| {r['method']} | {r['sampler'] or '—'} | {nfe} | {_fmt(r['ssim'], '.3f')} | "
+                       f"{_fmt(r['psnr'], '.2f')} | {_fmt(r['psnrb'], '.2f')} | {_fmt(100 * r['lpips'], '.1f')} | "
+                       f"{_fmt(1e4 * r['bef'], '.1f')} | {secs} |")
+        out.append("")
+    return "\n".join(out)
+
+
+_CSV_COLUMNS = ("dataset", "protocol", "method", "kind", "setting", "sampler", "num_samples", "images",
+                "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "convention")
+_IMAGE_COLUMNS = ("dataset", "protocol", "method", "kind", "setting", "image", "height", "width",
+                  "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "convention")
+
+
+def write_tables(rows: Sequence[dict], per_image: Sequence[dict], out: str) -> None:
+    """results.md / results.csv / results.json and per_image.csv in `out` (raw metric values in
+    the CSV and JSON files: LPIPS not x 100, BEF on the [0, 1] scale, not x 10^4)."""
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(markdown_table(rows))
+    for name, data, cols in (("results.csv", rows, _CSV_COLUMNS), ("per_image.csv", per_image, _IMAGE_COLUMNS)):
+        with open(os.path.join(out, name), "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(data)
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump({"rows": list(rows)}, f, indent=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation during training
+# --------------------------------------------------------------------------------------------
+
+
+def _center_crop(x: np.ndarray, size: int) -> np.ndarray:
+    h, w = x.shape[:2]
+    if h < size or w < size:
+        raise ValueError(f"validation image of {h}x{w} is smaller than the crop size {size}")
+    t, l = (h - size) // 2, (w - size) // 2
+    return x[t:t + size, l:l + size]
+
+
+def quick_validation(task, params, config, folder: str, num_images: int, quality: int) -> dict[str, float]:
+    """PSNR, SSIM (DriftRec convention) and LPIPS of restorations of the first `num_images`
+    images of `folder` at JPEG quality `quality`, averaged (SPEC §5).
+
+    Each image is centre-cropped to `config.data.crop_size` (one network tile: validation costs
+    one batch) and compressed with Pillow; DriftRec samples with `config.sample` (sampler, steps,
+    eps) from a fixed key, so values are comparable across training steps; a regression task is
+    one network pass. Compiled once per task and settings.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from . import metrics as M
+    from .data import jpeg_roundtrip, list_images, load_rgb
+
+    files = list_images(folder)[: int(num_images)]
+    if not files:
+        raise ValueError(f"no validation images in {folder}")
+    size = int(config.data.crop_size)
+    clean = np.stack([_center_crop(load_rgb(p), size) for p in files])
+    jpeg = np.stack([jpeg_roundtrip(c, int(quality)) for c in clean]).astype(np.float32) / 255.0
+    clean = clean.astype(np.float32) / 255.0
+    s = config.sample
+    setting = None
+    if not task.is_regression:
+        setting = (SamplerSetting("ode", tol=float(s.get("tol", DEFAULT_TOL))) if s.sampler == "ode"
+                   else SamplerSetting(s.sampler, steps=int(s.steps)))
+    fn = _tile_restorer(task, setting, float(s.eps), True)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(files))
+    x, _ = fn(params, jnp.asarray(jpeg), keys)
+    x = M.quantize_uint8(x)
+    return {
+        "psnr": float(jnp.mean(M.psnr(x, clean))),
+        "ssim": float(jnp.mean(M.ssim(x, clean, convention="driftrec"))),
+        "lpips": float(jnp.mean(M.lpips(x, clean))),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", "-c", action="append", default=[], metavar="[LABEL=]PATH",
+                        help="model file or training workdir (repeatable); a regression model gives one row")
+    parser.add_argument("--baseline", action="append", default=[], metavar="[LABEL=]PATH",
+                        help="regression baseline model file or workdir (repeatable; same as --checkpoint)")
+    parser.add_argument("--data", "-d", nargs="+", required=True, metavar="FOLDER", help="image folder(s)")
+    parser.add_argument("--quality", "-q", nargs="*", type=int, default=[], metavar="QF",
+                        help="single-JPEG qualities (e.g. 10 20 30)")
+    parser.add_argument("--double", nargs="*", default=[], metavar="QF1,QF2",
+                        help="unaligned double JPEG: QF1, a 0-4 px shift, then QF2 (e.g. 10,30)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLER_NAMES), help="one sampler (with --steps / --tol)")
+    parser.add_argument("--steps", type=int, help="EM/Heun steps for --sampler (default 100 / 50)")
+    parser.add_argument("--tol", type=float, help=f"ODE rtol = atol for --sampler ode (default {DEFAULT_TOL:g})")
+    parser.add_argument("--sampler-settings", nargs="*", default=[], metavar="SPEC",
+                        help="several settings: em:100 heun:50 ode:1e-5, 'xK' averages K samples (em:100x4)")
+    parser.add_argument("--samples", nargs="*", type=int, default=[], metavar="K",
+                        help="also average K samples for every setting (e.g. 1 2 4 8: the perception-distortion curve)")
+    parser.add_argument("--eps", type=float, default=0.03, help="last time of the reverse process (paper 0.03)")
+    parser.add_argument("--no-color-correction", action="store_true", help="skip the channel-mean correction")
+    parser.add_argument("--seed", type=int, default=0, help="noise and double-JPEG shifts (default 0)")
+    parser.add_argument("--tile", type=int, default=256, help="tile side for restoration (default 256)")
+    parser.add_argument("--overlap", type=int, default=32, help="tile overlap (default 32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="tiles per network batch (default 8)")
+    parser.add_argument("--mode", choices=("auto", "rgb", "gray"), default="auto",
+                        help="colour handling; auto: gray when a folder's first image is single-channel")
+    parser.add_argument("--convention", choices=("auto",) + tuple(CONVENTIONS), default="auto",
+                        help="metric convention (SPEC §5); auto: fbcnn for gray folders, driftrec for colour")
+    parser.add_argument("--max-images", type=int, help="only the first N images of each folder")
+    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    parser.add_argument("--save-images", type=int, default=None, metavar="N",
+                        help="save the first N restorations as PNG (default 1 with --plots, else 0)")
+    parser.add_argument("--plots", action="store_true", help="also draw the plots (driftrec_jax.plots) into OUT/plots")
+    parser.add_argument("--out", "-o", required=True, help="output folder (also the per-image cache)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _settings_from_args(args) -> list[SamplerSetting]:
+    settings = [parse_setting(s) for s in args.sampler_settings]
+    if args.sampler or not settings:
+        name = args.sampler or "em"
+        if name == "ode":
+            settings.insert(0, SamplerSetting("ode", tol=args.tol if args.tol is not None else DEFAULT_TOL))
+        else:
+            settings.insert(0, SamplerSetting(name, steps=args.steps or DEFAULT_STEPS[name]))
+    if args.samples:
+        settings = [dataclasses.replace(s, num_samples=k) for s in settings for k in args.samples]
+    seen, unique = set(), []
+    for s in settings:
+        if s not in seen:
+            seen.add(s)
+            unique.append(s)
+    return unique
+
+
+def run(args) -> int:
+    from .models import ModelLoadError
+
+    try:
+        checkpoints = [parse_checkpoint(c) for c in args.checkpoint + args.baseline]
+        protocols = [Protocol(int(q)) for q in args.quality] + [parse_double(d) for d in args.double]
+        settings = _settings_from_args(args)
+        for folder in args.data:
+            if not os.path.isdir(folder):
+                raise ValueError(f"not a folder: {folder}")
+        save = args.save_images if args.save_images is not None else (1 if args.plots else 0)
+        result = evaluate(checkpoints, args.data, protocols, settings, args.out, seed=args.seed, tile=args.tile,
+                          overlap=args.overlap, batch_size=args.batch_size, eps=args.eps,
+                          color_correction=not args.no_color_correction, mode=args.mode,
+                          convention=args.convention, max_images=args.max_images, lpips=not args.no_lpips,
+                          save_images=save, progress=not args.quiet)
+    except (ValueError, ModelLoadError, FileNotFoundError) as err:
+        print(f"driftrec evaluate: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(result["rows"]))
+    print(f"{result['computed']} image results computed, {result['cached']} read from {args.out}/cache.jsonl",
+          file=sys.stderr)
+    if args.plots:
+        from . import plots
+
+        for path in plots.make_all(args.out):
+            print(f"wrote {path}", file=sys.stderr)
+    return 0

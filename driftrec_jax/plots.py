@@ -1,0 +1,229 @@
+"""Plots of `driftrec evaluate` results (PNG, matplotlib's Agg backend).
+
+  perception_distortion   LPIPS and PSNR against the number of averaged samples (paper Fig. 7)
+  nfe_curves              LPIPS and PSNR against the number of network evaluations, a line per
+                          sampler (the paper's Table VI as a plot)
+  example_crops           crops side by side: JPEG | baseline | DriftRec | original
+  make_all(out)           all of them from OUT/results.json and OUT/images/, into OUT/plots/
+
+Everything reads the files `driftrec_jax.evaluate` writes, so plots can be redrawn without
+restoring anything. matplotlib is an optional dependency (`pip install matplotlib`); only this
+module needs it, and only when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["example_path", "perception_distortion", "nfe_curves", "example_crops", "make_all"]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def example_path(out: str, dataset: str, protocol: str, method: str, name: str) -> str:
+    """Where `evaluate --save-images` puts one image: OUT/images/DATASET/PROTOCOL/METHOD/NAME.png.
+    METHOD is "JPEG", "original", a baseline's label, or "LABEL SETTING" (e.g. "ouve em:100")."""
+    return os.path.join(out, "images", _slug(dataset), protocol, _slug(method),
+                        os.path.splitext(name.replace("/", "_"))[0] + ".png")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("plots need matplotlib: pip install matplotlib") from err
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _base_setting(setting: str) -> str:
+    return setting.split("x")[0]
+
+
+def _blocks(rows: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["dataset"], r["protocol"]), []).append(r)
+    return out
+
+
+def _null_formatter():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
+def _plain_log_ticks(ax) -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _reference_lines(axes, items: Sequence[dict]) -> None:
+    """Dashed horizontal lines for the JPEG input (grey) and the regression baselines (black)."""
+    for r in items:
+        if r["kind"] in ("jpeg", "regression"):
+            style = dict(color="0.6" if r["kind"] == "jpeg" else "0.1", ls="--" if r["kind"] == "jpeg" else ":", lw=1)
+            axes[0].axhline(100 * r["lpips"], **style, label=r["method"])
+            axes[1].axhline(r["psnr"], **style, label=r["method"])
+
+
+def perception_distortion(rows: Sequence[dict], out_dir: str) -> list[str]:
+    """One PNG per folder x protocol: LPIPS x 100 and PSNR against K, the number of averaged
+    samples, a line per checkpoint and sampler setting (paper Fig. 7: PSNR rises with K, LPIPS
+    gets worse). Drawn only where some setting was run with at least two values of K."""
+    plt = _pyplot()
+    written = []
+    for (dataset, protocol), items in _blocks(rows).items():
+        curves: dict[tuple[str, str], list[dict]] = {}
+        for r in items:
+            if r["kind"] == "driftrec":
+                curves.setdefault((r["method"], _base_setting(r["setting"])), []).append(r)
+        curves = {k: sorted(v, key=lambda r: r["num_samples"]) for k, v in curves.items()
+                  if len({r["num_samples"] for r in v}) >= 2}
+        if not curves:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for (method, setting), pts in curves.items():
+            k = [r["num_samples"] for r in pts]
+            axes[0].plot(k, [100 * r["lpips"] for r in pts], "o-", label=f"{method} {setting}")
+            axes[1].plot(k, [r["psnr"] for r in pts], "o-", label=f"{method} {setting}")
+        _reference_lines(axes, items)
+        for ax, name in zip(axes, ("LPIPS ×100 (lower is better)", "PSNR dB (higher is better)")):
+            ax.set_xscale("log", base=2)
+            ks = sorted({r["num_samples"] for pts in curves.values() for r in pts})
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.xaxis.set_minor_formatter(_null_formatter())
+            ax.set_xlabel("samples averaged")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7)
+        fig.suptitle(f"Perception–distortion: {dataset}, {items[0]['protocol_label']}")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"perception_distortion_{_slug(dataset)}_{protocol}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def nfe_curves(rows: Sequence[dict], out_dir: str) -> list[str]:
+    """One PNG per folder x protocol: LPIPS x 100 and PSNR against the mean NFE per image, a line
+    per checkpoint and sampler (single samples only), like the paper's Table VI. Drawn where at
+    least two settings of one checkpoint were run."""
+    plt = _pyplot()
+    written = []
+    for (dataset, protocol), items in _blocks(rows).items():
+        lines: dict[tuple[str, str], list[dict]] = {}
+        for r in items:
+            if r["kind"] == "driftrec" and r["num_samples"] == 1:
+                lines.setdefault((r["method"], r["setting"].split(":")[0]), []).append(r)
+        if sum(len(v) for v in lines.values()) < 2:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        for (method, sampler), pts in sorted(lines.items()):
+            pts = sorted(pts, key=lambda r: r["nfe"])
+            label = f"{method} {sampler.upper() if sampler != 'heun' else 'Heun'}"
+            axes[0].plot([r["nfe"] for r in pts], [100 * r["lpips"] for r in pts], "o-", label=label)
+            axes[1].plot([r["nfe"] for r in pts], [r["psnr"] for r in pts], "o-", label=label)
+            for r in pts:
+                axes[0].annotate(r["setting"].split(":")[-1], (r["nfe"], 100 * r["lpips"]), fontsize=6,
+                                 textcoords="offset points", xytext=(3, 3))
+        _reference_lines(axes, items)
+        for ax, name in zip(axes, ("LPIPS ×100 (lower is better)", "PSNR dB (higher is better)")):
+            ax.set_xscale("log")
+            _plain_log_ticks(ax)
+            ax.set_xlabel("network evaluations (NFE) per image")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7)
+        fig.suptitle(f"Quality against NFE: {dataset}, {items[0]['protocol_label']}")
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"nfe_{_slug(dataset)}_{protocol}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _load(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB"), np.float32) / 255.0
+    return a
+
+
+def _crop_box(jpeg: np.ndarray, clean: np.ndarray, size: int) -> tuple[int, int, int]:
+    """The size x size window (on the 16-px grid) where the JPEG differs most from the original."""
+    h, w = clean.shape[:2]
+    size = min(size, h, w)
+    err = np.square(jpeg - clean).sum(-1)
+    best, box = -1.0, (0, 0)
+    step = max(16, size // 2)
+    for t in list(range(0, h - size + 1, step)) + [h - size]:
+        for l in list(range(0, w - size + 1, step)) + [w - size]:
+            e = float(err[t:t + size, l:l + size].sum())
+            if e > best:
+                best, box = e, (t, l)
+    return box[0], box[1], size
+
+
+def example_crops(out: str, rows: Sequence[dict], out_dir: str, crop: int = 96) -> list[str]:
+    """One PNG per folder x protocol with saved images: crops of JPEG | baseline | DriftRec |
+    original of the first saved image (the window with the largest JPEG error), at 8-bit
+    resolution without interpolation. Baseline and DriftRec are the first regression and the
+    first DriftRec row of the table; either column is left out when there is none."""
+    plt = _pyplot()
+    written = []
+    for (dataset, protocol), items in _blocks(rows).items():
+        folder = os.path.join(out, "images", _slug(dataset), protocol)
+        jpeg_dir = os.path.join(folder, "JPEG")
+        if not os.path.isdir(jpeg_dir) or not os.listdir(jpeg_dir):
+            continue
+        name = sorted(os.listdir(jpeg_dir))[0]
+        columns = [("JPEG", "JPEG")]
+        for kind in ("regression", "driftrec"):
+            r = next((r for r in items if r["kind"] == kind), None)
+            if r is not None:
+                method = r["method"] + (f" {r['setting']}" if r["setting"] else "")
+                columns.append((method, r["method"] if kind == "regression" else f"{r['method']} ({r['sampler']})"))
+        columns.append(("original", "original"))
+        paths = [(os.path.join(folder, _slug(m), name), title) for m, title in columns]
+        paths = [(p, t) for p, t in paths if os.path.isfile(p)]
+        if len(paths) < 2:
+            continue
+        imgs = [_load(p) for p, _ in paths]
+        t, l, s = _crop_box(imgs[0], imgs[-1], crop)
+        fig, axes = plt.subplots(1, len(imgs), figsize=(2.4 * len(imgs), 2.7))
+        for ax, img, (_, title) in zip(np.atleast_1d(axes), imgs, paths):
+            ax.imshow(img[t:t + s, l:l + s], interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        fig.suptitle(f"{dataset}, {items[0]['protocol_label']}: {name} [{t}:{t + s}, {l}:{l + s}]", fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"crops_{_slug(dataset)}_{protocol}.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def make_all(out: str, crop: int = 96) -> list[str]:
+    """Every plot that OUT/results.json (and OUT/images/) supports, written to OUT/plots/."""
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+        rows = json.load(f)["rows"]
+    out_dir = os.path.join(out, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    return (perception_distortion(rows, out_dir) + nfe_curves(rows, out_dir)
+            + example_crops(out, rows, out_dir, crop))

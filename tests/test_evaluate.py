@@ -1,0 +1,231 @@
+"""`driftrec evaluate` (driftrec_jax/evaluate.py) and its plots, on a tiny model with random weights.
+
+Model files are written here (models.save_model of the 'tiny' network cut to one resolution
+level, score and regression variants); images are 48x40 crops of scikit-image's photographs, in a
+colour and a grayscale folder. Tiles of 32 px with 16 px overlap: 4 tiles per image; samplers run
+2 steps. Compilation dominates the cost, so every restoration uses batches of 4 tiles (one
+compiled sampler), and the file names are ones whose double-JPEG shift at seed 7 is (0, 0), so
+that the metrics compile for one image shape per folder.
+"""
+
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from driftrec_jax import cli, config_lib, data, evaluate as E, metrics as M, models, plots
+
+TILING = dict(tile=32, overlap=16)
+
+
+NETWORK = dict(ch_mult=(1,), num_res_blocks=1, attn_resolutions=())
+COLOUR_NAMES, GRAY_NAMES = ("im27.png", "im40.png"), ("g1.png", "g31.png")
+
+
+def _tiny_config(variant="score"):
+    cfg = config_lib.load_config("tiny_test")
+    cfg.model.variant = variant
+    for k, v in NETWORK.items():
+        cfg.model.overrides[k] = v
+    return cfg
+
+
+def _tiny_model(path, variant):
+    """A model file with random weights. The parameter tree comes from jax.eval_shape and is
+    filled with numpy (compiling the network's real initialiser costs 10-20 s of CPU here)."""
+    spec = models.model_spec(_tiny_config(variant))
+    task = models.build_task(spec)
+    shapes = jax.eval_shape(lambda key: task.init_params(key, 32), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(3 if variant == "score" else 4)
+
+    def fill(path, leaf):
+        name = str(path[-1].key)
+        if name == "scale":
+            return np.ones(leaf.shape, leaf.dtype)
+        if name == "bias":
+            return np.zeros(leaf.shape, leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1])) or 1
+        return (rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+
+    models.save_model(str(path), spec, jax.tree_util.tree_map_with_path(fill, shapes))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    rgb, gray, mixed = root / "colour", root / "gray", root / "mixed"
+    for d in (rgb, gray, mixed):
+        d.mkdir()
+    a, c = skdata.astronaut(), skdata.camera()
+    for i in range(2):
+        crop = a[90 + 60 * i:138 + 60 * i, 180:220]  # 48x40
+        Image.fromarray(crop).save(rgb / COLOUR_NAMES[i])
+        Image.fromarray(crop).save(mixed / COLOUR_NAMES[i])
+        Image.fromarray(c[90 + 60 * i:138 + 60 * i, 200:240]).save(gray / GRAY_NAMES[i])
+    # The same two images between others whose tiles (2 and 4) shift them across batches of 4.
+    Image.fromarray(a[300:332, 200:248]).save(mixed / "a.png")  # 32x48: 2 tiles
+    Image.fromarray(a[340:388, 260:300]).save(mixed / "z.png")
+    score = _tiny_model(root / "score.msgpack", "score")
+    reg = _tiny_model(root / "reg.msgpack", "regression")
+    return dict(root=root, rgb=str(rgb), gray=str(gray), mixed=str(mixed), score=score, reg=reg)
+
+
+@pytest.fixture(scope="module")
+def first_run(setup):
+    """The command line: both folders, QF 10 and double 10,30, one DriftRec setting, a baseline."""
+    out = str(setup["root"] / "out")
+    argv = ["evaluate", "-c", f"ouve={setup['score']}", "--baseline", f"reg={setup['reg']}",
+            "-d", setup["rgb"], setup["gray"], "-q", "10", "--double", "10,30", "--sampler", "em",
+            "--steps", "2", "--tile", "32", "--overlap", "16", "--batch-size", "4", "--seed", "7",
+            "--out", out, "--save-images", "1", "--quiet"]
+    assert cli.main(argv) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        rows = json.load(f)["rows"]
+    with open(os.path.join(out, "per_image.csv")) as f:
+        per_image = list(csv.DictReader(f))
+    return dict(out=out, argv=argv, rows=rows, per_image=per_image)
+
+
+def test_tables_have_jpeg_row_and_one_row_per_checkpoint_setting_protocol(setup, first_run):
+    rows = first_run["rows"]
+    blocks = {(r["dataset"], r["protocol"]) for r in rows}
+    assert blocks == {(d, p) for d in ("colour", "gray") for p in ("q10", "d10-30")}
+    for block in blocks:
+        methods = sorted((r["method"], r["setting"]) for r in rows if (r["dataset"], r["protocol"]) == block)
+        assert methods == [("JPEG", ""), ("ouve", "em:2"), ("reg", "")]
+    assert all(r["images"] == 2 for r in rows)
+    assert len(first_run["per_image"]) == 4 * 3 * 2
+    by = {(r["dataset"], r["protocol"], r["method"]): r for r in rows}
+    assert by[("colour", "q10", "ouve")]["nfe"] == 2 and by[("colour", "q10", "reg")]["nfe"] == 1
+    assert by[("gray", "q10", "JPEG")]["convention"] == "fbcnn"
+    assert by[("colour", "q10", "JPEG")]["convention"] == "driftrec"
+    md = open(os.path.join(first_run["out"], "results.md")).read()
+    assert md.count("| JPEG |") == 4 and "double QF 10 then 30" in md
+    with open(os.path.join(first_run["out"], "results.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 12
+    for r in rows:
+        assert all(np.isfinite(r[k]) for k in ("ssim", "psnr", "psnrb", "lpips", "bef"))
+
+
+def test_jpeg_row_equals_metrics_of_the_evaluation_pairs(setup, first_run):
+    pairs = list(data.eval_pairs(setup["rgb"], qualities=(10,)))
+    want = np.mean([float(M.psnr(p["jpeg"], p["clean"])) for p in pairs])
+    want_ssim = np.mean([float(M.ssim(p["jpeg"], p["clean"], convention="driftrec")) for p in pairs])
+    row = next(r for r in first_run["rows"] if (r["dataset"], r["protocol"], r["method"]) == ("colour", "q10", "JPEG"))
+    assert row["psnr"] == pytest.approx(want, abs=1e-4)
+    assert row["ssim"] == pytest.approx(want_ssim, abs=1e-5)
+    # Gray: FBCNN's convention on the one-channel JPEG.
+    gp = list(data.eval_pairs(setup["gray"], double=(10, 30), seed=7, mode="gray"))
+    grow = next(r for r in first_run["rows"] if (r["dataset"], r["protocol"], r["method"]) == ("gray", "d10-30", "JPEG"))
+    assert grow["psnrb"] == pytest.approx(np.mean([float(M.psnrb(p["jpeg"], p["clean"], convention="fbcnn"))
+                                                   for p in gp]), abs=1e-4)
+
+
+def test_second_run_recomputes_nothing(first_run, capsys):
+    cache = os.path.join(first_run["out"], "cache.jsonl")
+    lines, mtime = open(cache).read().count("\n"), os.path.getmtime(cache)
+    restorers = dict(E._RESTORERS)
+    capsys.readouterr()
+    assert cli.main(first_run["argv"]) == 0
+    assert "0 image results computed, 24 read from" in capsys.readouterr().err
+    assert open(cache).read().count("\n") == lines  # no per-image result appended
+    assert os.path.getmtime(cache) == mtime
+    assert E._RESTORERS.keys() == restorers.keys()  # no sampler was even built
+    with open(os.path.join(first_run["out"], "results.json")) as f:
+        assert json.load(f)["rows"] == first_run["rows"]
+
+
+def test_results_do_not_depend_on_batching_or_resuming_and_follow_the_seed(setup, first_run):
+    want = {r["image"]: r for r in first_run["per_image"]
+            if (r["dataset"], r["protocol"], r["method"]) == ("colour", "q10", "ouve")}
+    common = dict(TILING, progress=False, lpips=False, batch_size=4)
+    ck = [E.Checkpoint("ouve", setup["score"])]
+    setting = [E.SamplerSetting("em", steps=2)]
+    # Fresh out dir; in the "mixed" folder the two images' tiles share batches with other images'.
+    res = E.evaluate(ck, [setup["mixed"]], [E.Protocol(10)], setting, str(setup["root"] / "mixed_out"),
+                     seed=7, **common)
+    assert res["computed"] == 8 and res["cached"] == 0  # 4 JPEG + 4 restored
+    got = {r["image"]: r for r in res["per_image"] if r["method"] == "ouve"}
+    assert set(got) == set(want) | {"a.png", "z.png"}
+    for name in want:
+        assert got[name]["psnr"] == pytest.approx(float(want[name]["psnr"]), abs=1e-3)
+        assert got[name]["ssim"] == pytest.approx(float(want[name]["ssim"]), abs=1e-4)
+    # Another seed draws other noise.
+    res2 = E.evaluate(ck, [setup["rgb"]], [E.Protocol(10)], setting, str(setup["root"] / "s8"),
+                      seed=8, **common)
+    other = {r["image"]: r["psnr"] for r in res2["per_image"] if r["method"] == "ouve"}
+    assert all(abs(other[n] - got[n]["psnr"]) > 1e-4 for n in want)
+
+
+def test_grayscale_folder_is_restored_as_rgb_and_measured_as_gray(setup, first_run):
+    folder = os.path.join(first_run["out"], "images", "gray", "q10")
+    assert sorted(os.listdir(folder)) == sorted(["JPEG", "original", "ouve_em_2", "reg"])
+    for sub in os.listdir(folder):
+        files = os.listdir(os.path.join(folder, sub))
+        assert files == [GRAY_NAMES[0]]  # --save-images 1: the first image only
+        with Image.open(os.path.join(folder, sub, files[0])) as im:
+            assert im.mode == "L" and im.size == (40, 48)
+    # The saved gray restoration is what was measured.
+    row = next(r for r in first_run["per_image"]
+               if (r["dataset"], r["protocol"], r["method"], r["image"]) == ("gray", "q10", "reg", GRAY_NAMES[0]))
+    restored = np.asarray(Image.open(os.path.join(folder, "reg", GRAY_NAMES[0])), np.float32)[..., None] / 255
+    clean = np.asarray(Image.open(os.path.join(setup["gray"], GRAY_NAMES[0])), np.float32)[..., None] / 255
+    assert float(row["psnr"]) == pytest.approx(float(M.psnr(restored, clean)), abs=1e-3)
+
+
+def test_quick_validation_returns_finite_metrics(setup):
+    cfg = _tiny_config()
+    cfg.sample.steps = 2  # 4 crops of 32 px, EM 2 steps: the sampler compiled for evaluate above
+    task, params, _ = models.load_model(setup["score"])
+    res = E.quick_validation(task, params, cfg, setup["mixed"], 4, 10)
+    assert set(res) == {"psnr", "ssim", "lpips"}
+    assert all(np.isfinite(v) for v in res.values())
+    assert res == E.quick_validation(task, params, cfg, setup["mixed"], 4, 10)  # fixed key
+
+
+def test_plots_from_results(tmp_path, first_run):
+    # Crops from the first run's saved images (one DriftRec setting: no curves to draw there).
+    written = plots.make_all(first_run["out"])
+    names = sorted(os.path.basename(p) for p in written)
+    assert names == sorted(f"crops_{d}_{p}.png" for d in ("colour", "gray") for p in ("q10", "d10-30"))
+    with Image.open(written[0]) as im:
+        assert im.size[0] > 400
+    # Curves from made-up rows: 3 values of K, and 2 samplers x 2 settings.
+    rows = [dict(dataset="set", protocol="q10", protocol_label="QF 10", method="JPEG", kind="jpeg", setting="",
+                 sampler="", num_samples=0, nfe=0, psnr=25.0, lpips=0.3)]
+    for k, (p, l) in zip((1, 2, 4), ((26.0, 0.1), (27.0, 0.15), (27.5, 0.2))):
+        rows.append(dict(rows[0], method="m", kind="driftrec", setting=f"em:100x{k}" if k > 1 else "em:100",
+                         num_samples=k, nfe=100, psnr=p, lpips=l))
+    rows.append(dict(rows[1], setting="em:30", nfe=30))
+    rows.append(dict(rows[1], setting="ode:0.001", nfe=26))
+    rows.append(dict(rows[1], setting="ode:1e-05", nfe=50))
+    assert [os.path.basename(p) for p in plots.perception_distortion(rows, str(tmp_path))] == [
+        "perception_distortion_set_q10.png"]
+    assert [os.path.basename(p) for p in plots.nfe_curves(rows, str(tmp_path))] == ["nfe_set_q10.png"]
+    assert plots.perception_distortion(rows[:2], str(tmp_path)) == []  # one K only: nothing to draw
+
+
+def test_parsing_and_errors(setup, tmp_path):
+    assert E.parse_setting("em:100") == E.SamplerSetting("em", steps=100)
+    assert E.parse_setting("ode:1e-5x4") == E.SamplerSetting("ode", tol=1e-5, num_samples=4)
+    assert E.parse_setting("heun") == E.SamplerSetting("heun", steps=50)
+    assert E.parse_setting(E.parse_setting("ode:1e-05x4").key) == E.parse_setting("ode:1e-5x4")
+    assert E.parse_double("10,30") == E.Protocol(30, 10)
+    assert E.parse_checkpoint("a=b/c") == E.Checkpoint("a", "b/c")
+    assert E.parse_checkpoint(setup["score"]).label == "score"
+    for bad in ("em:abc", "sde:10", "em:0", "ode:-1"):
+        with pytest.raises(ValueError):
+            E.parse_setting(bad)
+    with pytest.raises(ValueError, match="QF1,QF2"):
+        E.parse_double("10")
+    # The command line reports bad input in one line, exit status 2.
+    assert cli.main(["evaluate", "-c", str(tmp_path / "missing.msgpack"), "-d", setup["rgb"], "-q", "10",
+                     "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert cli.main(["evaluate", "-c", setup["score"], "-d", setup["rgb"], "--out", str(tmp_path / "o"),
+                     "--quiet"]) == 2  # no protocol
