@@ -252,26 +252,53 @@ def make_restorer(apply_fn: Callable, *, alphas=None, num_samples: int = 1, num_
     decoded JPEG batch (B, H, W, 3) in [0, 1] and tables its (luma, chroma) quantisation tables
     (from `load_jpeg` / jpeg.read_jpeg_tables; (8, 8) or (B, 8, 8) each; ignored in 'quant' mode);
     subsampling '4:2:0' or '4:4:4'. x is the mean of `num_samples` samples ("Ours (A)"; k = 1:
-    "Ours (S)"), nfe = num_samples · num_steps network evaluations per image.
+    "Ours (S)"), nfe = num_samples · num_steps network evaluations per image (a scalar).
 
-    All k chains of all images run in one jitted function, `restore.samples(params, y, tables, key,
-    subsampling)` → (k, B, H, W, 3), which `restore` averages.
+    Every image is restored on its own key (image i: the i-th of jax.random.split(key, B)), so its
+    result does not depend on its batch neighbours; the network still sees the whole batch. Two
+    more entry points share the one jitted function:
+      restore.samples(params, y, tables, key, subsampling)  → all k samples, (k, B, H, W, 3);
+      restore.tiles(params, tiles, tables, keys, subsampling) → (x, nfe per tile (N,)) with one
+        key per tile (keys (N, 2)) and per-tile tables ((N, 8, 8) each), for tiled restoration.
     """
     alphas = alphas_cumprod() if alphas is None else np.asarray(alphas, np.float64)
     eps_fn = make_eps_fn(apply_fn, alphas)
     nfe = num_samples * num_steps
+    settings = dict(mode=mode, bits=bits, num_samples=num_samples, init_timestep=init_timestep,
+                    num_steps=num_steps, eta=eta, eta_b=eta_b, alphas=alphas, dct=dct, sample_batch=sample_batch)
 
     @partial(jax.jit, static_argnames=("subsampling",))
+    def samples_per_image(params, y, tables, keys, subsampling: str = "4:2:0"):
+        y = jnp.asarray(y, jnp.float32)
+        if y.ndim != 4 or y.shape[-1] != 3:
+            raise ValueError(f"y must be a (B, H, W, 3) batch in [0, 1], got shape {y.shape}")
+        b = y.shape[0]
+        if mode == "jpeg":
+            if tables is None:
+                raise ValueError("mode 'jpeg' needs the quantisation tables of the input (jpeg.read_jpeg_tables)")
+            tables = tuple(jnp.broadcast_to(jnp.asarray(t), (b, 8, 8)) for t in tables)
+        else:
+            tables = None
+
+        def one(img, img_tables, key):
+            out = ddrm_samples(partial(eps_fn, params), img[None], key, tables=img_tables,
+                               subsampling=subsampling, **settings)
+            return out[:, 0]
+
+        return jax.vmap(one, out_axes=1)(y, tables, keys)  # (k, B, H, W, 3)
+
     def samples(params, y, tables, key, subsampling: str = "4:2:0"):
-        return ddrm_samples(partial(eps_fn, params), y, key, tables=tables, subsampling=subsampling,
-                            mode=mode, bits=bits, num_samples=num_samples, init_timestep=init_timestep,
-                            num_steps=num_steps, eta=eta, eta_b=eta_b, alphas=alphas, dct=dct,
-                            sample_batch=sample_batch)
+        return samples_per_image(params, y, tables, jax.random.split(key, np.shape(y)[0]), subsampling)
 
     def restore(params, y, tables, key, subsampling: str = "4:2:0"):
         return jnp.mean(samples(params, y, tables, key, subsampling), axis=0), jnp.asarray(nfe, jnp.int32)
 
+    def tiles(params, tiles, tables, keys, subsampling: str = "4:2:0"):
+        x = jnp.mean(samples_per_image(params, tiles, tables, keys, subsampling), axis=0)
+        return x, jnp.full((x.shape[0],), nfe, jnp.int32)
+
     restore.samples = samples
+    restore.tiles = tiles
     return restore
 
 
