@@ -16,7 +16,7 @@ pipeline that worked on uint8 files must be matched.
   fid / kid / inception_features     re-exported from `driftrec_jax.fid` (imported on use)
 
 Conventions are plain dict registries (`SSIM_CONVENTIONS`, `PSNRB_CONVENTIONS`); see
-docs/EVALUATION.md for what each one reproduces and how it was checked.
+EVALUATION.md for what each one reproduces and how it was checked.
 """
 
 from __future__ import annotations

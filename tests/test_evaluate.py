@@ -191,6 +191,7 @@ def test_quick_validation_returns_finite_metrics(setup):
 
 
 def test_plots_from_results(tmp_path, first_run):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (optional dependency)")
     # Crops from the first run's saved images (one DriftRec setting: no curves to draw there).
     written = plots.make_all(first_run["out"])
     names = sorted(os.path.basename(p) for p in written)
