@@ -35,7 +35,9 @@ def model_spec(config) -> dict:
         "variant": config.model.variant,
         "dtype": config.model.dtype,
     }
-    if config.model.variant != "regression":
+    if config.model.variant == "ddrm_eps":  # DDRM's unconditional ε-prediction prior
+        spec["ddrm"] = dict(config.ddrm)
+    elif config.model.variant != "regression":
         spec["sde"] = dict(config.sde)
     return spec
 
@@ -45,6 +47,10 @@ def build_task(spec: dict) -> Task:
     from .networks.presets import make_network, network_config
     from .sde import get_sde
 
+    if spec.get("variant") == "ddrm_eps":
+        from .ddrm import build_eps_task
+
+        return build_eps_task(spec)
     if spec["dtype"] not in DTYPES:
         raise ValueError(f"unknown compute dtype {spec['dtype']!r}; choose from {', '.join(DTYPES)}")
     net_cfg = dict(network_config(spec["network"]), **spec.get("overrides", {}))
