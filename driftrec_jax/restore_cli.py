@@ -403,6 +403,8 @@ def _run(args) -> int:
         task, params, spec = models.load_model(checkpoint)
     except models.ModelLoadError as err:
         raise UsageError(str(err)) from None
+    except (KeyError, TypeError, ValueError) as err:  # a model file with a description we cannot build
+        raise UsageError(f"{checkpoint}: unusable model description ({type(err).__name__}: {err})") from None
     factor = _downsampling_factor(spec)
     if args.tile % factor:
         raise UsageError(f"--tile {args.tile} must be a multiple of {factor} for this model's network")
@@ -502,7 +504,8 @@ def _run(args) -> int:
         if "RESOURCE_EXHAUSTED" in str(err) or isinstance(err, MemoryError):
             if bar is not None:
                 bar.close()
-            print(f"{PROG}: out of memory; try a smaller --batch-size or --tile", file=sys.stderr)
+            detail = (str(err).splitlines() or [type(err).__name__])[0]
+            print(f"{PROG}: out of memory ({detail}); try a smaller --batch-size or --tile", file=sys.stderr)
             return 1
         raise
     finally:

@@ -275,6 +275,25 @@ def test_skip_existing(files, folder_run):
     assert (out / "rgb.png").stat().st_mtime_ns == before
 
 
+def test_missing_input_is_one_error_line_the_rest_is_restored(files, tmp_path):
+    missing = tmp_path / "gone.jpg"
+    rc, err = _run([missing, files["in"] / "rgb.png", "-o", tmp_path / "o", "--checkpoint", files["score"], *TILING])
+    assert rc == 1
+    assert _error_lines(err) == [f"driftrec restore: {missing}: no such file or folder"]
+    assert Image.open(tmp_path / "o" / "rgb.png").size == (56, 40)
+
+
+def test_out_of_memory_is_one_line(files, tmp_path, monkeypatch):
+    def exhausted(params, tiles, key, ids):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.\nmore detail")
+
+    monkeypatch.setattr(restore_cli, "_compiled_restorer", lambda *a: (exhausted, 0.0))
+    rc, err = _run([files["in"] / "rgb.png", "-o", tmp_path / "o", "--checkpoint", files["score"], *TILING])
+    assert rc == 1
+    assert err.splitlines() == ["driftrec restore: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating "
+                                "123 bytes.); try a smaller --batch-size or --tile"]
+
+
 def test_regression_model_one_pass_never_overwrites_input(files, tmp_path):
     src = tmp_path / "pngs"
     src.mkdir()

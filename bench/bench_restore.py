@@ -1,0 +1,259 @@
+"""Restoration speed: start-up of `driftrec restore` (cold vs warm compilation cache), sampler
+throughput on batches of 256² tiles, and a 24-megapixel photo end to end.
+
+    python bench/bench_restore.py --parts startup
+    python bench/bench_restore.py --parts throughput --batches 1 8 --steps 3
+    python bench/bench_restore.py --parts big --big-network tiny --big-steps 1
+
+Parts (each prints a Markdown table; run them one at a time to keep each run short):
+  startup     two `driftrec restore` subprocesses on one 64×64 JPEG (--tile 64, 100 EM steps, the
+              'small' network with random weights) sharing a fresh DRIFTREC_CACHE_DIR: the first
+              compiles and fills the cache, the second loads from it. Wall time of each, and the
+              compile / restore seconds the command reports.
+  throughput  the jitted tile restorer of `driftrec restore` (Euler–Maruyama, every tile under
+              jax.vmap with its own key) and, for comparison, `samplers.make_sampler` on the whole
+              batch, for batches of 256² tiles: compile time apart; seconds per batch at --steps
+              steps, network evaluations (NFE) per second, and restorations per second at 100 steps
+              extrapolated per NFE (the time of a run is its steps × the time of one network call;
+              the prior draw and colour correction are negligible).
+  big         one 6000×4000 JPEG through `driftrec restore` (default tile 256, overlap 32, batch 8):
+              wall time and peak memory (maximum resident set size) of the process.
+
+Random weights: speed does not depend on them. --pause-pid PID stops that process (the
+background training run) while benchmarking and always resumes it (also on errors and signals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SDE = {"name": "ouve", "gamma": 1.0, "sigma_min": 0.01, "sigma_max": 1.0}
+
+
+def machine() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except Exception:  # noqa: BLE001 - best effort description
+        name = platform.processor()
+    return f"{name}, {os.cpu_count()} logical CPUs"
+
+
+@contextlib.contextmanager
+def paused(pid: int | None):
+    """SIGSTOP `pid` for the duration of the block; SIGCONT it afterwards, whatever happens."""
+    if not pid:
+        yield
+        return
+    previous = {}
+
+    def resume_and_exit(signum, frame):
+        os.kill(pid, signal.SIGCONT)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, resume_and_exit)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def random_model(path: Path, network: str, variant: str = "score", overrides: dict | None = None) -> dict:
+    """Write a model file of `network` with random weights (drawn with numpy, no Flax init)."""
+    import jax
+
+    from driftrec_jax import models
+
+    spec = {"network": network, "overrides": dict(overrides or {}), "variant": variant, "dtype": "float32"}
+    if variant == "score":
+        spec["sde"] = SDE
+    task = models.build_task(spec)
+    rng = np.random.default_rng(0)
+    shapes = jax.eval_shape(lambda: task.init_params(jax.random.PRNGKey(0), 64))
+
+    def draw(keypath, leaf):
+        name = jax.tree_util.keystr(keypath[-1:])
+        if name == "['scale']":
+            return np.ones(leaf.shape, np.float32)
+        if name == "['fourier_W']":
+            return (16.0 * rng.standard_normal(leaf.shape)).astype(np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 10 * leaf.shape[0]
+        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    models.save_model(str(path), spec, jax.tree_util.tree_map_with_path(draw, shapes))
+    return spec
+
+
+def photo(path: Path, height: int, width: int, quality: int = 30) -> None:
+    """A smooth random colour image (upsampled noise) saved as JPEG."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (max(2, height // 64), max(2, width // 64), 3), dtype=np.uint8)
+    Image.fromarray(small).resize((width, height), Image.BICUBIC).save(path, quality=quality)
+
+
+def driftrec_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("driftrec")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "driftrec_jax.cli"]
+
+
+def timed_restore(args: list[str], env: dict) -> dict:
+    """Run `driftrec restore ARGS` under /usr/bin/time; wall seconds, peak RSS and its summary."""
+    cmd = driftrec_cmd() + ["restore"] + args
+    timer = ["/usr/bin/time", "-f", "MAXRSS_KB=%M"] if Path("/usr/bin/time").exists() else []
+    t0 = time.perf_counter()
+    proc = subprocess.run(timer + cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    summary = next((l for l in proc.stderr.splitlines() if l.startswith("restored ")), "")
+    m = re.search(r"compile ([\d.]+) s, restore ([\d.]+) s", summary)
+    rss = re.search(r"MAXRSS_KB=(\d+)", proc.stderr)
+    return {"wall_s": wall, "compile_s": float(m.group(1)) if m else None,
+            "restore_s": float(m.group(2)) if m else None,
+            "max_rss_mib": int(rss.group(1)) / 1024 if rss else None, "summary": summary,
+            "command": " ".join(["driftrec", "restore"] + args)}
+
+
+def bench_startup(tmp: Path, network: str) -> list[str]:
+    model = tmp / f"{network}.msgpack"
+    random_model(model, network)
+    img = tmp / "small.jpg"
+    photo(img, 64, 64)
+    env = dict(os.environ, DRIFTREC_CACHE_DIR=str(tmp / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("XLA_FLAGS", None)
+    rows = []
+    for label in ("cold cache", "warm cache"):
+        r = timed_restore([str(img), "-o", str(tmp / label.split()[0]), "--checkpoint", str(model), "--tile", "64"], env)
+        rows.append(f"| {label} | {r['wall_s']:.1f} | {r['compile_s']:.1f} | {r['restore_s']:.1f} |")
+    files = list((tmp / "cache").iterdir())
+    size = sum(p.stat().st_size for p in files) / 2**20
+    return [f"`{r['command']}` (network `{network}`, random weights; EM 100 steps; one 64×64 JPEG; "
+            f"cache then held {len(files)} entries, {size:.1f} MiB)", "",
+            "| run | wall s | compile s (reported) | restore s (reported) |", "|---|---|---|---|", *rows]
+
+
+def bench_throughput(network: str, size: int, batches: list[int], steps: int, repeats: int,
+                     compare_plain: bool = True) -> list[str]:
+    import jax
+    import jax.numpy as jnp
+
+    from driftrec_jax import models, restore_cli, samplers
+    from driftrec_jax.score import make_score_fn
+
+    with tempfile.TemporaryDirectory() as d:
+        random_model(Path(d) / "m.msgpack", network)
+        task, params, _ = models.load_model(str(Path(d) / "m.msgpack"))
+    settings = {"sampler": "em", "steps": steps, "eps": 0.03, "num_samples": 1, "color_correction": True}
+    net_flops = jax.jit(lambda x, s: task.apply(params, x, s)).lower(
+        jax.ShapeDtypeStruct((1, size, size, 6), jnp.float32), jax.ShapeDtypeStruct((1,), jnp.float32)).cost_analysis()
+    net_flops = net_flops[0] if isinstance(net_flops, (list, tuple)) else net_flops
+    gflop_per_nfe = float(net_flops["flops"]) / 1e9 if net_flops and "flops" in net_flops else float("nan")
+    rows = []
+    key = jax.random.PRNGKey(0)
+    for batch in batches:
+        y = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
+        ids = np.stack([np.zeros(batch, np.uint32), np.arange(batch, dtype=np.uint32)], axis=1)
+        cases = [("per-tile keys (vmap), as `driftrec restore`", jax.jit(restore_cli.make_tile_restorer(task, settings)),
+                  (params, y, key, ids))]
+        if batch > 1 and compare_plain:
+            plain = samplers.make_sampler(make_score_fn(task.apply, task.sde), task.sde, **settings)
+            cases.append(("one key per batch (`samplers.make_sampler`)", plain, (params, y, key)))
+        for label, fn, fargs in cases:
+            t0 = time.perf_counter()
+            compiled = fn.lower(*fargs).compile()
+            compile_s = time.perf_counter() - t0
+            times = []
+            for _ in range(repeats + 1):  # the first run is a warm-up
+                t0 = time.perf_counter()
+                jax.block_until_ready(compiled(*fargs))
+                times.append(time.perf_counter() - t0)
+            t = float(np.median(times[1:]))
+            nfe_per_s = batch * steps / t
+            per_image_100 = t / steps * 100 / batch
+            rows.append(f"| {batch} | {label} | {compile_s:.1f} | {t:.2f} | {nfe_per_s:.2f} | "
+                        f"{nfe_per_s * gflop_per_nfe:.0f} | {1 / per_image_100:.4f} ({per_image_100:.0f} s/image) |")
+    return [f"network `{network}` ({gflop_per_nfe:.3g} GFLOP per {size}² network evaluation, XLA count), "
+            f"Euler–Maruyama with {steps} steps timed (median of {repeats} after a warm-up), 100 steps extrapolated", "",
+            "| batch | restorer | compile s | s per batch | NFE/s (images × steps) | GFLOP/s | restorations/s at 100 steps |",
+            "|---|---|---|---|---|---|---|", *rows]
+
+
+def bench_big(tmp: Path, network: str, steps: int, batch: int, overrides: dict | None = None) -> list[str]:
+    model = tmp / f"{network}.msgpack"
+    random_model(model, network, overrides=overrides)
+    img = tmp / "big.jpg"
+    t0 = time.perf_counter()
+    photo(img, 4000, 6000, quality=40)
+    make_s = time.perf_counter() - t0
+    env = dict(os.environ, DRIFTREC_CACHE_DIR=str(tmp / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("XLA_FLAGS", None)
+    r = timed_restore([str(img), "-o", str(tmp / "out"), "--checkpoint", str(model), "--steps", str(steps),
+                       "--batch-size", str(batch)], env)
+    return [f"`{r['command']}` (network `{network}` {overrides or ''}, random weights; "
+            f"6000×4000 JPEG made in {make_s:.1f} s)", "",
+            "| wall s | compile s | restore s (tiles, blending, PNG) | peak RSS MiB |", "|---|---|---|---|",
+            f"| {r['wall_s']:.1f} | {r['compile_s']:.1f} | {r['restore_s']:.1f} | {r['max_rss_mib']:.0f} |",
+            "", f"summary line: `{r['summary']}`"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="startup,throughput", help="comma-separated: startup, throughput, big")
+    ap.add_argument("--network", default="small", help="network of the startup and throughput parts")
+    ap.add_argument("--size", type=int, default=256, help="tile side of the throughput part")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes of the throughput part")
+    ap.add_argument("--steps", type=int, default=3, help="EM steps timed in the throughput part")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per case after the warm-up")
+    ap.add_argument("--no-plain", action="store_true", help="throughput: skip the make_sampler comparison")
+    ap.add_argument("--big-network", default="tiny")
+    ap.add_argument("--big-steps", type=int, default=1)
+    ap.add_argument("--big-batch", type=int, default=8)
+    ap.add_argument("--big-overrides", type=json.loads, default=None,
+                    help='network overrides of the big part as JSON, e.g. \'{"ch_mult": [1], "attn_resolutions": []}\'')
+    ap.add_argument("--pause-pid", type=int, default=None, help="process to SIGSTOP while benchmarking")
+    args = ap.parse_args()
+
+    out = [f"machine: {machine()}; {time.strftime('%Y-%m-%d %H:%M %Z')}"]
+    with paused(args.pause_pid), tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for part in args.parts.split(","):
+            out.append("")
+            out.append(f"### {part}")
+            if part == "startup":
+                (tmp / "startup").mkdir()
+                out += bench_startup(tmp / "startup", args.network)
+            elif part == "throughput":
+                out += bench_throughput(args.network, args.size, args.batches, args.steps, args.repeats,
+                                        compare_plain=not args.no_plain)
+            elif part == "big":
+                (tmp / "big").mkdir()
+                out += bench_big(tmp / "big", args.big_network, args.big_steps, args.big_batch, args.big_overrides)
+            else:
+                raise SystemExit(f"unknown part {part!r}")
+            print("\n".join(out), flush=True)
+            out = []
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
