@@ -33,6 +33,7 @@ DriftRec authors' (`--convention`).
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -307,7 +308,7 @@ class _TileFeeder:
         import jax
 
         self.fn, self.params, self.batch_size = fn, params, batch_size
-        self.queue: list[tuple[dict, Any]] = []
+        self.queue: collections.deque[tuple[dict, Any]] = collections.deque()
         self.dummy = jax.random.PRNGKey(0)
 
     def register(self, owner: dict, keys: Sequence) -> None:
@@ -328,7 +329,7 @@ class _TileFeeder:
         import jax.numpy as jnp
 
         n = min(self.batch_size, len(self.queue))
-        taken, self.queue = self.queue[:n], self.queue[n:]
+        taken = [self.queue.popleft() for _ in range(n)]
         keys = jnp.stack([k for _, k in taken] + [self.dummy] * (self.batch_size - n))
         start = time.perf_counter()
         x, nfe = self.fn(self.params, jnp.asarray(tiles), keys)
