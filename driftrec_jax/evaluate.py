@@ -362,6 +362,11 @@ class _Cache:
                         continue
                     self.rows[row["key"]] = row
         self._f = open(path, "a", encoding="utf-8")
+        if self._f.tell() > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line cut short by a killed run: end it
+                    self._f.write("\n")
 
     @staticmethod
     def key(method_key: str, folder_key: str, protocol_key: str, name: str) -> str:

@@ -249,3 +249,15 @@ def test_fid_and_kid_columns(setup, tmp_path):
     assert "FID ↓" in open(os.path.join(out, "results.md")).read()
     again = E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, lpips=False, fid=True, progress=False)
     assert again["computed"] == 0 and again["rows"][0]["fid"] == row["fid"]
+
+
+def test_cache_skips_a_line_cut_short_by_a_killed_run(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    path.write_text(json.dumps({"key": "a", "psnr": 1.0}) + "\n" + '{"key": "b", "ps')
+    cache = E._Cache(str(path))
+    assert sorted(cache.rows) == ["a"]
+    cache.put({"key": "c", "psnr": 3.0})
+    cache.close()
+    cache = E._Cache(str(path))
+    assert sorted(cache.rows) == ["a", "c"] and cache.get("c")["psnr"] == 3.0
+    cache.close()
