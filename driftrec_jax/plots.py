@@ -62,13 +62,6 @@ def _null_formatter():
     return NullFormatter()
 
 
-def _plain_log_ticks(ax) -> None:
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
 def _reference_lines(axes, items: Sequence[dict]) -> None:
     """Dashed horizontal lines for the JPEG input (grey) and the regression baselines (black)."""
     for r in items:
@@ -142,7 +135,9 @@ def nfe_curves(rows: Sequence[dict], out_dir: str) -> list[str]:
         _reference_lines(axes, items)
         for ax, name in zip(axes, ("LPIPS ×100 (lower is better)", "PSNR dB (higher is better)")):
             ax.set_xscale("log")
-            _plain_log_ticks(ax)
+            nfes = sorted({round(r["nfe"]) for pts in lines.values() for r in pts})
+            ax.set_xticks(nfes, [str(n) for n in nfes])
+            ax.xaxis.set_minor_formatter(_null_formatter())
             ax.set_xlabel("network evaluations (NFE) per image")
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
@@ -182,8 +177,9 @@ def _crop_box(jpeg: np.ndarray, clean: np.ndarray, size: int) -> tuple[int, int,
 def example_crops(out: str, rows: Sequence[dict], out_dir: str, crop: int = 96) -> list[str]:
     """One PNG per folder x protocol with saved images: crops of JPEG | baseline | DriftRec |
     original of the first saved image (the window with the largest JPEG error), at 8-bit
-    resolution without interpolation. Baseline and DriftRec are the first regression and the
-    first DriftRec row of the table; either column is left out when there is none."""
+    resolution without interpolation. Baseline is the first regression row; DriftRec the
+    single-sample DriftRec row with the lowest mean LPIPS (its sampler is named in the title);
+    either column is left out when there is none."""
     plt = _pyplot()
     written = []
     for (dataset, protocol), items in _blocks(rows).items():
@@ -193,8 +189,10 @@ def example_crops(out: str, rows: Sequence[dict], out_dir: str, crop: int = 96) 
             continue
         name = sorted(os.listdir(jpeg_dir))[0]
         columns = [("JPEG", "JPEG")]
-        for kind in ("regression", "driftrec"):
-            r = next((r for r in items if r["kind"] == kind), None)
+        baseline = next((r for r in items if r["kind"] == "regression"), None)
+        single = [r for r in items if r["kind"] == "driftrec" and r["num_samples"] == 1]
+        drift = min(single, key=lambda r: r["lpips"]) if single else None
+        for kind, r in (("regression", baseline), ("driftrec", drift)):
             if r is not None:
                 method = r["method"] + (f" {r['setting']}" if r["setting"] else "")
                 columns.append((method, r["method"] if kind == "regression" else f"{r['method']} ({r['sampler']})"))
