@@ -8,6 +8,7 @@ compiled sampler), and the file names are ones whose double-JPEG shift at seed 7
 that the metrics compile for one image shape per folder.
 """
 
+import argparse
 import csv
 import importlib.util
 import json
@@ -226,6 +227,18 @@ def test_parsing_and_errors(setup, tmp_path):
             E.parse_setting(bad)
     with pytest.raises(ValueError, match="QF1,QF2"):
         E.parse_double("10")
+    # --sampler / --steps / --tol, --sampler-settings and --samples combine.
+    parser = argparse.ArgumentParser()
+    E.configure(parser)
+
+    def settings(*argv):
+        return [s.key for s in E._settings_from_args(parser.parse_args(["-d", "x", "-o", "y", *argv]))]
+
+    assert settings() == ["em:100"]
+    assert settings("--sampler", "ode", "--tol", "1e-4") == ["ode:0.0001"]
+    assert settings("--sampler-settings", "em:30", "ode:1e-3") == ["em:30", "ode:0.001"]
+    assert settings("--sampler", "heun", "--sampler-settings", "em:30", "--samples", "1", "4") == [
+        "heun:50", "heun:50x4", "em:30", "em:30x4"]
     # The command line reports bad input in one line, exit status 2.
     assert cli.main(["evaluate", "-c", str(tmp_path / "missing.msgpack"), "-d", setup["rgb"], "-q", "10",
                      "--out", str(tmp_path / "o"), "--quiet"]) == 2
