@@ -96,40 +96,80 @@ def num_groups(channels: int) -> int:
 
 
 class GroupNorm(nn.Module):
-    """GroupNorm(min(C//4, 32) groups, eps 1e-6, affine), computed in float32, cast to ``dtype``."""
+    """GroupNorm(min(C//4, 32) groups, eps 1e-6, affine), computed in float32, cast to ``dtype``.
+
+    Computed as per-channel statistics over H, W (contiguous reductions in NHWC, 5-7x faster on
+    CPU than reducing a (B, H, W, G, C/G) view), averaged within each group, then one
+    multiply-add per element. The variance is the two-pass mean of (x − mean)², not E[x²] − E[x]².
+    """
 
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        b, hgt, wid, c = x.shape
+        b, _, _, c = x.shape
         g = num_groups(c)
         if c % g:
             raise ValueError(f"GroupNorm: {c} channels do not split into {g} groups")
-        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-        xg = x.astype(jnp.float32).reshape(b, hgt, wid, g, c // g)
-        mean = jnp.mean(xg, axis=(1, 2, 4), keepdims=True)
-        var = jnp.mean(jnp.square(xg - mean), axis=(1, 2, 4), keepdims=True)
-        y = ((xg - mean) * jax.lax.rsqrt(var + 1e-6)).reshape(b, hgt, wid, c)
-        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
-        return y.astype(self.dtype)
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype).astype(jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(jnp.float32)
+
+        def group_mean(per_channel):  # (B, C) -> the mean of each channel's group, as (B, 1, 1, C)
+            m = per_channel.reshape(b, g, c // g).mean(axis=-1, keepdims=True)
+            return jnp.broadcast_to(m, (b, g, c // g)).reshape(b, 1, 1, c)
+
+        x = x.astype(jnp.float32)
+        mean = group_mean(jnp.mean(x, axis=(1, 2)))
+        var = group_mean(jnp.mean(jnp.square(x - mean), axis=(1, 2)))
+        a = scale * jax.lax.rsqrt(var + 1e-6)
+        return (x * a + (bias - mean * a)).astype(self.dtype)
+
+
+# A 3×3 convolution of a map with at most this many pixels (H·W) runs as one matrix product of
+# its 9 shifted copies ("im2col"). XLA's CPU convolution handles such tiny maps badly (it reverses
+# the kernel, 2-20x slower at 1×1..8×8 with 256 channels); on larger maps its convolution wins.
+SMALL_MAP_PIXELS = 64
+
+
+class Conv(nn.Module):
+    """k×k convolution (k odd), stride 1, zero padding k // 2, with bias; kernel HWIO (``kernel``).
+
+    Same variables and result as ``nn.Conv(features, (k, k), padding=k // 2)``; small maps take
+    the im2col path (see ``SMALL_MAP_PIXELS``).
+    """
+
+    features: int
+    kernel_size: int = 3
+    init_scale: float = 1.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        kernel = self.param("kernel", default_init(self.init_scale), (k, k, x.shape[-1], self.features),
+                            self.param_dtype).astype(self.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(self.dtype)
+        x = x.astype(self.dtype)
+        b, hgt, wid, c = x.shape
+        if k == 1:
+            y = jnp.dot(x, kernel[0, 0])
+        elif hgt * wid <= SMALL_MAP_PIXELS:
+            p = k // 2
+            xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+            cols = jnp.concatenate([xp[:, i:i + hgt, j:j + wid, :] for i in range(k) for j in range(k)], axis=-1)
+            y = jnp.dot(cols, kernel.reshape(k * k * c, self.features))
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((k // 2, k // 2),) * 2,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias
 
 
 def conv(features: int, kernel: int, init_scale: float = 1.0, dtype=jnp.float32,
-         param_dtype=jnp.float32, name: Optional[str] = None) -> nn.Conv:
+         param_dtype=jnp.float32, name: Optional[str] = None) -> Conv:
     """A 1×1 or 3×3 convolution with zero padding 'SAME' (1 for 3×3) and a bias."""
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        padding=((kernel // 2, kernel // 2),) * 2,
-        kernel_init=default_init(init_scale),
-        bias_init=nn.initializers.zeros,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        name=name,
-    )
+    return Conv(features, kernel, init_scale=init_scale, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 class ResBlock(nn.Module):
