@@ -1,0 +1,58 @@
+"""I²SB's bridge (SPEC §7): the schedule, the pinned marginal, and sampling with an oracle."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from driftrec_jax.i2sb import I2SB, sample
+
+
+def test_schedule_is_symmetric_and_pinned():
+    p = I2SB()
+    betas = np.asarray(p.betas)
+    assert betas.shape == (1000,)
+    np.testing.assert_allclose(betas, betas[::-1], rtol=1e-6)  # symmetric schedule
+    assert betas[0] == np.float64(betas.min()) and betas[499] == np.float64(betas.max())
+    s2, sb2 = np.asarray(p.sigma2_grid), np.asarray(p.sigma2_bar_grid)
+    assert s2[0] == 0 and sb2[-1] == 0
+    np.testing.assert_allclose(s2 + sb2, s2[-1], rtol=1e-6)
+    t = jnp.array([0.0, 0.5, 1.0])
+    std = np.asarray(p.std(t))
+    assert std[0] == 0 and std[2] == 0 and std[1] > 0
+    np.testing.assert_allclose(np.asarray(p.mean_coeff(t)), [1.0, 0.5, 0.0], atol=1e-6)
+
+
+def test_marginal_matches_brownian_bridge_monte_carlo():
+    """x_t of the bridge from x0 to y: mean (1 - a) y + a x0, std sigma * sigma_bar / sigma_1."""
+    p = I2SB()
+    x0, y = jnp.zeros((1, 1, 1, 1)), jnp.ones((1, 1, 1, 1))
+    mean, std = p.marginal(x0, y, jnp.asarray(0.3))
+    # Monte Carlo: Brownian motion with variance sigma^2(t) started at x0, conditioned on y at t = 1.
+    rng = np.random.default_rng(0)
+    s2 = np.asarray(p.sigma2_grid)
+    n = 300
+    w_t = rng.normal(0, np.sqrt(s2[n]), 400_000)
+    w_1 = w_t + rng.normal(0, np.sqrt(s2[-1] - s2[n]), w_t.shape)
+    # Condition on the endpoint by the Gaussian regression of w_t on w_1.
+    cond = w_t - (s2[n] / s2[-1]) * (w_1 - 1.0)
+    assert abs(cond.mean() - float(mean.squeeze())) < 3e-3
+    assert abs(cond.std() - float(std.squeeze())) / float(std.squeeze()) < 1e-2
+
+
+def test_sampling_with_an_oracle_returns_x0_and_starts_from_y():
+    p = I2SB()
+    key = jax.random.PRNGKey(0)
+    x0 = jax.random.uniform(key, (2, 8, 8, 3))
+    y = x0 + 0.2
+    np.testing.assert_array_equal(np.asarray(p.prior_sample(key, y)), np.asarray(y))
+    calls = []
+
+    def oracle(x_n, y_, t):
+        calls.append(1)
+        return x0
+
+    out = sample(p, oracle, key, y, nfe=10)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(x0), atol=1e-5)
+    out2 = sample(p, oracle, jax.random.PRNGKey(1), y, nfe=10)
+    np.testing.assert_allclose(np.asarray(out2), np.asarray(x0), atol=1e-5)
+    assert p.sampling_steps(10)[0] == 1000 and p.sampling_steps(10)[-1] == 0
