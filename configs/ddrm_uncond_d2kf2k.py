@@ -6,8 +6,6 @@ random resized crops; AdamW lr 1e-4, EMA 0.999, global batch 32, as the DriftRec
 methods are compared on the same data and network. (DDRM-JPEG's own results use OpenAI's ImageNet
 model, which this project does not import.)
 
-Needs model variant 'ddrm_eps' in driftrec_jax.models (see docs/DDRM.md).
-
 Run:
   python train.py --config configs/ddrm_uncond_d2kf2k.py --workdir workdirs/ddrm_uncond_d2kf2k --config.data.source=/data/D2KF2K/train
 """
@@ -26,5 +24,5 @@ def get_config():
     c.ddrm.beta_end = 0.02
     c.ddrm.max_train_timestep = 1000
     c.data.source = "/data/D2KF2K/train"
-    c.train.sample_every = 0
+    c.train.sample_every = 5000
     return c

@@ -5,8 +5,9 @@ NCSN++ 'small' preset with 3 input channels, conditioned on the noise level of t
 only (the JPEG half of the training pairs is ignored). DDRM-JPEG only ever queries t ≤ 285, so
 this config trains on t < 300 (ddrm.max_train_timestep; set it to 1000 for a full prior).
 
-Needs model variant 'ddrm_eps' in driftrec_jax.models (build_task → ddrm.build_eps_task; see
-docs/DDRM.md). Sample grids and validation are off until train_cli has a DDRM branch.
+Sample grids restore the first training JPEGs with DDRM-JPEG (20 steps, tables from each image's
+quality); validation restores central crops of ../shared/data/val/kodak24 at QF 10 with DDRM.
+Then: driftrec restore photo.jpg -o out/ --method ddrm --checkpoint workdirs/ddrm_uncond_small
 
 Run:
   python train.py --config configs/ddrm_uncond_small.py --workdir workdirs/ddrm_uncond_small --config.data.source=../shared/data/train
@@ -34,7 +35,9 @@ def get_config():
     c.optim.warmup_steps = 100
     c.train.num_steps = 5000
     c.train.log_every = 20
-    c.train.sample_every = 0
-    c.train.eval_every = 0
+    c.train.sample_every = 1000
+    c.train.eval_every = 1000
+    c.train.eval_folder = "../shared/data/val/kodak24"
+    c.train.eval_quality = 10
     c.train.checkpoint_every = 500
     return c

@@ -24,7 +24,7 @@ Public API:
   operators  `jpeg_operator`, `quantize`, `quantize_operator`
   network    `EPS_VARIANT`, `make_eps_network`, `make_eps_fn`
   sampling   `ddrm_samples` (all k samples), `make_restorer` → restore(params, y, tables, key)
-  files      `load_jpeg` (pixels + tables + subsampling of a JPEG file)
+  files      `load_jpeg` (pixels + tables + subsampling of a JPEG file), `file_tables`
   training   `eps_loss`, `EpsTask` (same face as train_lib.Task), `build_eps_task(spec)`
 """
 
@@ -316,17 +316,25 @@ def load_jpeg(path: Union[str, os.PathLike, bytes]) -> tuple[np.ndarray, tuple, 
     from PIL import Image
 
     data = path if isinstance(path, (bytes, bytearray)) else open(path, "rb").read()
-    info = jpeg.read_jpeg_tables(bytes(data))
+    tables, subsampling = file_tables(bytes(data))
     im = Image.open(io.BytesIO(data))
-    if info.subsampling == "gray":
-        tables, subsampling = (info.tables[0], np.ones((8, 8), np.int32)), "4:4:4"
-    elif info.subsampling in jpeg.SUBSAMPLINGS and len(info.tables) == 2:
-        tables, subsampling = info.tables, info.subsampling
-    else:
-        raise ValueError(f"DDRM-JPEG supports 4:2:0, 4:4:4 and gray JPEGs with shared chroma tables, "
-                         f"got {info.subsampling} with {len(info.tables)} tables")
     pixels = np.asarray(im.convert("RGB"), np.float32) / 255.0
     return pixels, tables, subsampling
+
+
+def file_tables(path: Union[str, os.PathLike, bytes]) -> tuple[tuple, str]:
+    """((luma, chroma) tables, subsampling) that the operator needs for a JPEG file (or its bytes).
+
+    A grayscale JPEG gives (luma, all-ones) and '4:4:4' (see `load_jpeg`). A file that is not a
+    JPEG, or whose chroma layout is other than 4:2:0 / 4:4:4 / gray, raises ValueError.
+    """
+    info = jpeg.read_jpeg_tables(path)
+    if info.subsampling == "gray":
+        return (info.tables[0], np.ones((8, 8), np.int32)), "4:4:4"
+    if info.subsampling in jpeg.SUBSAMPLINGS and len(info.tables) == 2:
+        return tuple(info.tables), info.subsampling
+    raise ValueError(f"DDRM-JPEG supports 4:2:0, 4:4:4 and gray JPEGs with shared chroma tables, "
+                     f"got {info.subsampling} with {len(info.tables)} tables")
 
 
 # --------------------------------------------------------------------------- training
@@ -420,7 +428,8 @@ def build_eps_task(spec: dict) -> EpsTask:
         raise ValueError(f"unknown compute dtype {spec['dtype']!r}; choose from {', '.join(dtypes)}")
     from .networks.presets import network_config
 
-    net = dict(network_config(spec["network"]), **dict(spec.get("overrides", {})))
+    # Merged, then normalised again (overrides read back from a model file hold lists).
+    net = network_config(dict(network_config(spec["network"]), **dict(spec.get("overrides", {}))))
     ddrm = dict(DDRM_DEFAULTS, **dict(spec.get("ddrm", {})))
     unknown = set(ddrm) - set(DDRM_DEFAULTS)
     if unknown:

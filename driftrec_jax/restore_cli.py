@@ -1,6 +1,7 @@
 """`driftrec restore` (and `python sample.py`): restore JPEG photos of any size to PNG.
 
     driftrec restore INPUT... -o OUTDIR [--checkpoint MODEL] [--sampler em|heun|ode] [--steps N] ...
+    driftrec restore photo.jpg -o OUTDIR --method ddrm --checkpoint DDRM_MODEL [--num-samples K]
 
 INPUTs are image files or folders (searched recursively for image extensions). Every image is
 cut into overlapping tiles (`images.restore_images`); the tiles of consecutive images share
@@ -8,7 +9,10 @@ fixed-shape batches that go through one compiled sampler (`samplers.sample`, SPE
 with N steps to ε, or the probability-flow ODE with Dormand–Prince 5(4) at rtol = atol = --tol,
 k-sample averaging, colour correction); the blended result is written as a PNG next to nothing
 it could overwrite (`images.output_paths`). A regression model file goes down the same path with
-one network pass per tile. docs/RESTORE.md is the user guide.
+one network pass per tile. With a DDRM ε model (`--method ddrm`, papers 002/003, SPEC §6) every
+tile is restored by `ddrm.make_restorer(...).tiles` with the quantisation tables read from its own
+file (so DDRM inputs must be JPEG files, 4:2:0, 4:4:4 or gray); files are grouped by chroma
+layout, one compilation each. docs/RESTORE.md is the user guide.
 
 Noise and seeds: the random key of tile number k (row-major order) of an input file named NAME is
 
@@ -48,6 +52,8 @@ SAMPLER_TITLES = {"em": "Euler–Maruyama", "heun": "Euler–Heun", "ode": "prob
 DEFAULT_STEPS = 100
 DEFAULT_EPS = 0.03
 DEFAULT_TOL = 1e-3  # Table VI: rtol = atol = 1e-3 needs about 26 network evaluations
+METHODS = ("driftrec", "ddrm")
+DDRM_DEFAULT_STEPS = 20  # = ddrm.NUM_STEPS (SPEC §6)
 
 # File extensions picked up when an input is a folder (case-insensitive). Files named explicitly
 # are always tried, whatever their extension.
@@ -88,20 +94,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="a model file (.msgpack) or a training workdir "
                              "(default: the model bundled with the package)")
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="driftrec (a DriftRec or regression model) or ddrm (DDRM-JPEG with an "
+                             "unconditional ε model; needs JPEG inputs, whose quantisation tables it "
+                             "reads); default: whatever the model file is")
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="em",
                         help="reverse-time sampler: " + ", ".join(f"{k} = {v}" for k, v in SAMPLER_TITLES.items())
                              + " (default: %(default)s)")
-    parser.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
-                        help="time steps of em (1 network evaluation each) and heun (2 each); "
-                             "ignored by ode (default: %(default)s)")
+    parser.add_argument("--steps", type=_positive_int, default=None,
+                        help="time steps of em (1 network evaluation each) and heun (2 each), "
+                             f"ignored by ode (default {DEFAULT_STEPS}); DDRM steps from t = 285 "
+                             f"(default {DDRM_DEFAULT_STEPS})")
     parser.add_argument("--eps", type=_unit_float, default=DEFAULT_EPS,
                         help="last time ε the samplers integrate down to (default: %(default)s)")
     parser.add_argument("--tol", type=_positive_float, default=DEFAULT_TOL,
-                        help="ode only: relative and absolute tolerance of the adaptive step size "
+                        help="driftrec ode only: relative and absolute tolerance of the adaptive step size "
                              "(paper: 1e-1..1e-4 give 20..50 evaluations; default: %(default)s)")
     parser.add_argument("--num-samples", type=_positive_int, default=1, metavar="K",
                         help="average K independent samples per image: higher PSNR, less detail "
-                             "(paper Fig. 7; costs K times the compute; default: %(default)s)")
+                             "(paper Fig. 7; DDRM's 'Ours (A)'; costs K times the compute; "
+                             "default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed; the same seed gives the same images (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
@@ -273,8 +285,13 @@ def _sampler_settings(args) -> dict:
     if args.sampler == "ode":
         settings.update(rtol=args.tol, atol=args.tol)
     else:
-        settings["steps"] = args.steps
+        settings["steps"] = args.steps or DEFAULT_STEPS
     return settings
+
+
+def _ddrm_settings(args) -> dict:
+    """Keyword arguments of `ddrm.make_restorer` for the command-line options."""
+    return {"num_samples": args.num_samples, "num_steps": args.steps or DDRM_DEFAULT_STEPS}
 
 
 def make_tile_restorer(task, settings: dict):
@@ -316,22 +333,71 @@ def make_tile_restorer(task, settings: dict):
     return restore
 
 
-def _compiled_restorer(task, params, settings: dict, batch: int, tile: int):
+def make_ddrm_tile_restorer(task, settings: dict, subsampling: str):
+    """A jittable ``restore(params, tiles, base_key, ids, luma, chroma) -> (tiles, nfe per tile)``
+    for a DDRM ε model (`ddrm.EpsTask`): tile k gets the key fold_in(fold_in(base_key, id0), id1)
+    as with DriftRec, and the quantisation tables luma[k], chroma[k] (int32 (B, 8, 8)) of its file;
+    `settings` are keyword arguments of `ddrm.make_restorer`."""
+    import jax
+
+    restorer = task.make_restorer(**settings)
+
+    def restore(params, tiles, base_key, ids, luma, chroma):
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base_key, i[0]), i[1]))(ids)
+        return restorer.tiles(params, tiles, (luma, chroma), keys, subsampling)
+
+    return restore
+
+
+def _compiled_restorer(task, params, settings: dict, batch: int, tile: int, subsampling: str | None = None):
     """The restorer compiled ahead of time for (batch, tile, tile, 3) float32 tiles (memoised
-    per process); returns (compiled, seconds spent compiling, 0 when memoised)."""
+    per process); returns (compiled, seconds spent compiling, 0 when memoised). A DDRM task
+    (`subsampling` given) takes the per-tile tables as two more (batch, 8, 8) int32 arguments."""
     import jax
     import jax.numpy as jnp
 
-    memo_key = (task, tuple(sorted(settings.items())), batch, tile,
+    memo_key = (task, tuple(sorted(settings.items())), batch, tile, subsampling,
                 jax.tree.structure(params), tuple((a.shape, a.dtype) for a in jax.tree.leaves(params)))
     if memo_key in _COMPILED:
         return _COMPILED[memo_key], 0.0
     start = time.perf_counter()
-    fn = jax.jit(make_tile_restorer(task, settings))
-    compiled = fn.lower(params, jax.ShapeDtypeStruct((batch, tile, tile, 3), jnp.float32),
-                        jax.random.PRNGKey(0), jax.ShapeDtypeStruct((batch, 2), jnp.uint32)).compile()
+    args = [params, jax.ShapeDtypeStruct((batch, tile, tile, 3), jnp.float32),
+            jax.random.PRNGKey(0), jax.ShapeDtypeStruct((batch, 2), jnp.uint32)]
+    if subsampling is None:
+        fn = jax.jit(make_tile_restorer(task, settings))
+    else:
+        fn = jax.jit(make_ddrm_tile_restorer(task, settings, subsampling))
+        args += [jax.ShapeDtypeStruct((batch, 8, 8), jnp.int32)] * 2
+    compiled = fn.lower(*args).compile()
     _COMPILED[memo_key] = compiled
     return compiled, time.perf_counter() - start
+
+
+def _ddrm_file_tables(path: str) -> tuple:
+    """((luma, chroma), subsampling) of a JPEG file for DDRM; ValueError (one line) otherwise."""
+    from PIL import Image
+
+    from . import ddrm
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise ValueError(f"cannot read it ({err.strerror})") from None
+    if not data.startswith(b"\xff\xd8"):
+        raise ValueError("not a JPEG file: DDRM-JPEG reads the quantisation tables of the input JPEG")
+    try:
+        tables, subsampling = ddrm.file_tables(data)
+        import io
+
+        with Image.open(io.BytesIO(data)) as im:
+            orientation = im.getexif().get(0x0112, 1)
+    except Exception as err:  # noqa: BLE001 - a damaged header is this file's problem only
+        raise ValueError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+    if orientation not in (None, 1):
+        raise ValueError(f"EXIF orientation {orientation}: DDRM-JPEG needs the file's own pixel grid "
+                         "(rotate it losslessly, e.g. jpegtran -rotate, or use DriftRec)")
+    return tables, subsampling
 
 
 def _downsampling_factor(spec: dict) -> int:
@@ -378,9 +444,10 @@ def _run(args) -> int:
     if checkpoint is None:
         from . import models
 
-        checkpoint = models.bundled_model_path()
+        checkpoint = models.bundled_model_path(args.method or "driftrec")
         if not os.path.exists(checkpoint):
-            raise UsageError(f"this installation has no bundled model ({checkpoint} is missing); "
+            what = "DDRM model" if args.method == "ddrm" else "model"
+            raise UsageError(f"this installation has no bundled {what} ({checkpoint} is missing); "
                              "pass --checkpoint MODEL_FILE_OR_WORKDIR")
     elif not os.path.exists(checkpoint):
         raise UsageError(f"--checkpoint {checkpoint}: no such file or folder")
@@ -405,6 +472,16 @@ def _run(args) -> int:
         raise UsageError(str(err)) from None
     except (KeyError, TypeError, ValueError) as err:  # a model file with a description we cannot build
         raise UsageError(f"{checkpoint}: unusable model description ({type(err).__name__}: {err})") from None
+    is_ddrm = bool(getattr(task, "is_ddrm", False))
+    method = args.method or ("ddrm" if is_ddrm else "driftrec")
+    if method == "ddrm" and not is_ddrm:
+        kind = "regression" if task.is_regression else "DriftRec"
+        raise UsageError(f"--method ddrm needs a DDRM ε model (e.g. trained with configs/ddrm_uncond_small.py); "
+                         f"{checkpoint} is a {kind} model")
+    if method == "driftrec" and is_ddrm:
+        raise UsageError(f"{checkpoint} is a DDRM ε model: restore with --method ddrm")
+    if is_ddrm and args.sampler != "em":
+        raise UsageError("--sampler applies to DriftRec models; DDRM has its own sampler (--steps, --num-samples)")
     factor = _downsampling_factor(spec)
     if args.tile % factor:
         raise UsageError(f"--tile {args.tile} must be a multiple of {factor} for this model's network")
@@ -422,6 +499,17 @@ def _run(args) -> int:
     out_of = images.output_paths(files, outdir)
     todo = [p for p in files if not (args.skip_existing and out_of[p].exists())]
     skipped = len(files) - len(todo)
+    tables_of: dict = {}  # DDRM: path -> ((luma, chroma), subsampling) of the file
+    if is_ddrm:
+        usable = []
+        for path in todo:
+            try:
+                tables_of[path] = _ddrm_file_tables(path)
+                usable.append(path)
+            except ValueError as err:
+                fail(path, str(err))
+        # One compiled sampler per chroma layout: restore the files of each layout together.
+        todo = sorted(usable, key=lambda p: tables_of[p][1] != "4:2:0")
 
     sizes = {p: _image_size(p) for p in todo}
     total_tiles = sum(images.count_tiles(s[1], s[0], args.tile, args.overlap) for s in sizes.values() if s)
@@ -429,6 +517,8 @@ def _run(args) -> int:
     settings = _sampler_settings(args)
     if task.is_regression:
         settings = {}
+    elif is_ddrm:
+        settings = _ddrm_settings(args)
 
     compiled, compile_s = (None, 0.0)
     labels: collections.deque = collections.deque()  # (name hash, tile number) of tiles to come
@@ -442,8 +532,8 @@ def _run(args) -> int:
             bar.total -= images.count_tiles(sizes[path][1], sizes[path][0], args.tile, args.overlap)
             bar.refresh()
 
-    def stream():
-        for path in todo:
+    def stream(paths):
+        for path in paths:
             try:
                 loaded = images.load_image(path)
             except images.ImageReadError as err:
@@ -455,7 +545,8 @@ def _run(args) -> int:
             h, w = loaded.shape
             n = images.count_tiles(h, w, args.tile, args.overlap)
             crc = _name_hash(path)
-            labels.extend((crc, k) for k in range(n))
+            tables = tables_of[path][0] if is_ddrm else None
+            labels.extend((crc, k, tables) for k in range(n))
             # Keep the format facts for writing, not the pixels (a zero-stride placeholder).
             placeholder = np.broadcast_to(np.float32(0), loaded.rgb.shape)
             written.append((path, dataclasses.replace(loaded, rgb=placeholder)))
@@ -468,9 +559,17 @@ def _run(args) -> int:
         nonlocal nfe_total, nfe_max, tiles_done
         real = min(len(labels), tiles.shape[0])
         ids = np.zeros((tiles.shape[0], 2), np.uint32)
+        luma = np.ones((tiles.shape[0], 8, 8), np.int32)
+        chroma = np.ones((tiles.shape[0], 8, 8), np.int32)
         for k in range(real):
-            ids[k] = labels.popleft()
-        x, nfe = compiled(params, tiles, base_key, ids)
+            crc, number, tables = labels.popleft()
+            ids[k] = crc, number
+            if tables is not None:
+                luma[k], chroma[k] = tables
+        if is_ddrm:
+            x, nfe = compiled(params, tiles, base_key, ids, luma, chroma)
+        else:
+            x, nfe = compiled(params, tiles, base_key, ids)
         nfe = np.asarray(nfe)[:real]
         nfe_total += int(nfe.sum())
         nfe_max = max(nfe_max, int(nfe.max(initial=0)))
@@ -482,24 +581,35 @@ def _run(args) -> int:
         bar = tqdm(total=total_tiles, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True,
                    desc="compiling")
     restored = 0
+    # Groups of files that share one compiled restorer (DDRM: one per chroma layout).
+    groups = [(None, todo)]
+    if is_ddrm:
+        layouts = sorted({tables_of[p][1] for p in todo}, key=lambda s: s != "4:2:0")
+        groups = [(s, [p for p in todo if tables_of[p][1] == s]) for s in layouts]
+    run_s = 0.0
+    started = False
     try:
-        if todo:
-            compiled, compile_s = _compiled_restorer(task, params, settings, batch, args.tile)
-        if bar is not None:  # restart the clock: the rate shown excludes compilation
-            bar.reset(total=total_tiles)
-            bar.set_description("restoring")
-        run_start = time.perf_counter()
-        results = images.restore_images(stream(), restore_batch, tile=args.tile, overlap=args.overlap,
-                                        batch_size=batch, progress=bar, total_tiles=total_tiles)
-        for rgb in results:
-            path, like = written.popleft()
-            try:
-                images.save_image(out_of[path], rgb, like)
-                restored += 1
-            except (OSError, ValueError) as err:
-                fail(path, f"cannot write {out_of[path]}: {getattr(err, 'strerror', None) or err}")
-            del rgb
-        run_s = time.perf_counter() - run_start
+        for subsampling, group in groups:
+            if not group:
+                continue
+            compiled, seconds = _compiled_restorer(task, params, settings, batch, args.tile, subsampling)
+            compile_s += seconds
+            if bar is not None and not started:  # restart the clock: the rate excludes compilation
+                bar.reset(total=total_tiles)
+                bar.set_description("restoring")
+            started = True
+            run_start = time.perf_counter()
+            results = images.restore_images(stream(group), restore_batch, tile=args.tile, overlap=args.overlap,
+                                            batch_size=batch, progress=bar, total_tiles=total_tiles)
+            for rgb in results:
+                path, like = written.popleft()
+                try:
+                    images.save_image(out_of[path], rgb, like)
+                    restored += 1
+                except (OSError, ValueError) as err:
+                    fail(path, f"cannot write {out_of[path]}: {getattr(err, 'strerror', None) or err}")
+                del rgb
+            run_s += time.perf_counter() - run_start
     except Exception as err:
         if "RESOURCE_EXHAUSTED" in str(err) or isinstance(err, MemoryError):
             if bar is not None:
@@ -512,7 +622,7 @@ def _run(args) -> int:
         if bar is not None:
             bar.close()
 
-    what = "regression (1 network pass)" if task.is_regression else _describe(args)
+    what = "regression (1 network pass)" if task.is_regression else _describe(args, is_ddrm)
     nfe_text = ""
     if tiles_done and not task.is_regression:
         mean = nfe_total / tiles_done
@@ -529,11 +639,13 @@ def _run(args) -> int:
     return 1 if failed else 0
 
 
-def _describe(args) -> str:
-    if args.sampler == "ode":
+def _describe(args, ddrm: bool = False) -> str:
+    if ddrm:
+        text = f"DDRM-JPEG {args.steps or DDRM_DEFAULT_STEPS} steps"
+    elif args.sampler == "ode":
         text = f"ode tol {args.tol:g}"
     else:
-        text = f"{args.sampler} {args.steps} steps"
+        text = f"{args.sampler} {args.steps or DEFAULT_STEPS} steps"
     if args.num_samples > 1:
         text += f", mean of {args.num_samples} samples"
     return text

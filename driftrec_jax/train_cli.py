@@ -78,11 +78,24 @@ _SAMPLERS: dict = {}
 
 
 def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
-    """Rows of JPEG | restored | clean for the first n images of a batch."""
+    """Rows of JPEG | restored | clean for the first n images of a batch.
+
+    A DDRM ε model restores with DDRM-JPEG (20 steps), given each image's tables from its
+    training quality (the pipeline's JPEGs are libjpeg's, 4:2:0)."""
     from .samplers import make_regression_restorer, make_sampler
     from .score import make_predict_fn, make_score_fn
 
     y = jnp.asarray(batch["jpeg"][:n])
+    if getattr(task, "is_ddrm", False):
+        from .jpeg import quality_to_tables
+
+        restorer = _SAMPLERS.setdefault((task, "ddrm"), task.make_restorer())
+        tables = [quality_to_tables(max(int(q), 1)) for q in np.asarray(batch["quality"][: y.shape[0]])]
+        per_image = tuple(np.stack([t[c] for t in tables]) for c in range(2))
+        x, _ = restorer.tiles(params, y, per_image, jax.random.split(key, y.shape[0]), "4:2:0")
+        rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)
+                for i in range(y.shape[0])]
+        return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
     opts = {"steps": sample_cfg.steps, "eps": sample_cfg.eps} if sample_cfg.sampler != "ode" else {"eps": sample_cfg.eps}
     cache_key = (task, sample_cfg.sampler, tuple(sorted(opts.items())))
     restore = _SAMPLERS.get(cache_key)  # one compilation per run, not one per grid

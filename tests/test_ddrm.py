@@ -292,6 +292,30 @@ def test_eps_task_trains_with_train_lib(tiny):
     np.testing.assert_array_equal(state.params["constants"]["fourier_W"], np.ones(4))
 
 
+def test_training_sample_grid_restores_with_each_images_quality(tiny):
+    """train.py's sample grid for a DDRM model: JPEG | DDRM-JPEG restoration | clean, with the
+    tables of each training image's quality (the pipeline's JPEGs are libjpeg's 4:2:0)."""
+    from driftrec_jax import train_cli
+
+    net, params, _ = tiny
+    task = ddrm.EpsTask(model=net)
+    clean = np.stack([_photo(16, 16), _photo(16, 16, top=300, left=40)])
+    quality = np.array([10, 0])  # quality 0: libjpeg's tables of quality 1
+    luma, chroma = jpeg.quality_to_tables_jnp(jnp.asarray(np.maximum(quality, 1)))
+    y = np.asarray(jpeg.jpeg_roundtrip(clean, (luma, chroma)))
+    batch = {"clean": clean, "jpeg": y, "quality": quality}
+    key = jax.random.PRNGKey(3)
+    grid = train_cli._sample_grid(task, params, batch, None, key, 2)
+    assert grid.shape == (32, 48, 3)
+    restorer = train_cli._SAMPLERS[(task, "ddrm")]
+    want, nfe = restorer.tiles(params, jnp.asarray(y), (luma, chroma), jax.random.split(key, 2), "4:2:0")
+    assert int(nfe[0]) == ddrm.NUM_STEPS
+    np.testing.assert_allclose(grid[:16, 16:32], np.clip(np.asarray(want[0]), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(grid[16:, 16:32], np.clip(np.asarray(want[1]), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(grid[:16, :16], y[0], atol=1e-6)
+    np.testing.assert_allclose(grid[16:, 32:], clean[1], atol=1e-6)
+
+
 # --------------------------------------------------------------------------- files
 
 

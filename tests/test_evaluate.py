@@ -274,3 +274,65 @@ def test_cache_skips_a_line_cut_short_by_a_killed_run(tmp_path):
     cache = E._Cache(str(path))
     assert sorted(cache.rows) == ["a", "c"] and cache.get("c")["psnr"] == 3.0
     cache.close()
+
+
+def test_ddrm_rows_use_the_tables_of_the_protocol(setup, tmp_path):
+    """A DDRM ε model gets DDRM rows; its sampler sees the quantisation tables of the protocol's
+    Pillow JPEGs (4:2:0 colour; gray: luma + ones, 4:4:4): the saved restoration of a one-tile
+    image equals a direct `ddrm.make_restorer(...).tiles` call with those tables and its key."""
+    from driftrec_jax import jpeg
+
+    spec = {"network": "tiny", "overrides": dict(NETWORK), "variant": "ddrm_eps", "dtype": "float32", "ddrm": {}}
+    task = models.build_task(spec)
+    shapes = jax.eval_shape(lambda key: task.init_params(key, 32), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(9)
+    params = jax.tree.map(lambda a: (rng.normal(size=a.shape) / np.sqrt(max(int(np.prod(a.shape[:-1])), 1)))
+                          .astype(np.float32), shapes)
+    model = str(tmp_path / "ddrm.msgpack")
+    models.save_model(model, spec, params)
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.fromarray(skdata.astronaut()[100:132, 180:212]).save(one / "face.png")  # one 32-px tile
+
+    res = E.evaluate([E.Checkpoint("ddrm", model)], [str(one), setup["gray"]], [E.Protocol(10)],
+                     [E.SamplerSetting("em", steps=2, num_samples=1), E.SamplerSetting("ddrm", steps=2)],
+                     str(tmp_path / "out"), seed=3, batch_size=4, progress=False, lpips=False, save_images=1, **TILING)
+    rows = {(r["dataset"], r["method"]): r for r in res["rows"]}
+    assert set(rows) == {("one", "JPEG"), ("one", "ddrm"), ("gray", "JPEG"), ("gray", "ddrm")}
+    assert rows[("one", "ddrm")]["kind"] == "ddrm" and rows[("one", "ddrm")]["setting"] == "ddrm:2"
+    assert rows[("gray", "ddrm")]["nfe"] == 2 and np.isfinite(rows[("gray", "ddrm")]["psnr"])
+
+    assert E.protocol_tables(E.Protocol(30, 10), "gray")[1] == "4:4:4"
+    (luma, chroma), sub = E.protocol_tables(E.Protocol(10), "rgb")
+    pair = next(data.eval_pairs(str(one), qualities=(10,)))
+    key = jax.random.fold_in(E._image_key(3, "q10", "face.png"), 0)
+    task, params, _ = models.load_model(model)
+    x, _ = task.make_restorer(num_steps=2).tiles(params, pair["jpeg"][None], (luma[None], chroma[None]), key[None], sub)
+    saved = np.asarray(Image.open(plots.example_path(str(tmp_path / "out"), "one", "q10", "ddrm ddrm:2", "face.png")))
+    want = np.floor(np.clip(np.asarray(x[0]), 0, 1) * 255 + 0.5)
+    assert np.abs(saved.astype(np.int64) - want).max() <= 1
+    assert np.abs(saved.astype(np.int64) - np.round(pair["jpeg"] * 255)).mean() > 0.5  # restored, not copied
+    # DDRM's tables are those of the file Pillow wrote.
+    np.testing.assert_array_equal(luma, jpeg.quality_to_tables(10)[0])
+    assert sub == "4:2:0"
+
+
+def test_central_crop_protocol(setup, tmp_path):
+    """--crop N: every original is cut to its central N×N pixels before compression; the rows and
+    the table title say so, and the JPEG row is measured on the crops."""
+    full = next(data.eval_pairs(setup["rgb"], qualities=(10,)))
+    pair = next(data.eval_pairs(setup["rgb"], qualities=(10,), crop=32))
+    assert pair["clean"].shape == (32, 32, 3)
+    np.testing.assert_array_equal(pair["clean"], full["clean"][8:40, 4:36])  # 48x40 -> offsets 8, 4
+    want = np.asarray(data.jpeg_roundtrip(np.round(pair["clean"] * 255).astype(np.uint8), 10)) / np.float32(255)
+    np.testing.assert_allclose(pair["jpeg"], want, atol=1e-6)
+    assert next(data.eval_pairs(setup["rgb"], qualities=(10,), crop=64))["clean"].shape == (48, 40, 3)
+    with pytest.raises(ValueError, match="crop"):
+        next(data.eval_pairs(setup["rgb"], qualities=(10,), crop=4))
+    res = E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], str(tmp_path / "o"), crop=32,
+                     progress=False, lpips=False)
+    (row,) = res["rows"]
+    assert row["crop"] == 32 and row["method"] == "JPEG"
+    assert row["psnr"] == pytest.approx(np.mean([float(M.psnr(p["jpeg"], p["clean"]))
+                                                 for p in data.eval_pairs(setup["rgb"], qualities=(10,), crop=32)]), abs=1e-4)
+    assert "central 32² crops" in open(tmp_path / "o" / "results.md").read()

@@ -184,7 +184,7 @@ def test_missing_checkpoint_is_a_one_line_usage_error(files, tmp_path, monkeypat
     rc, err = _run([files["in"], "-o", tmp_path / "o", "--checkpoint", tmp_path / "none.msgpack"])
     assert rc == 2 and err.splitlines() == [f"driftrec restore: --checkpoint {tmp_path / 'none.msgpack'}: no such file or folder"]
 
-    monkeypatch.setattr(models, "bundled_model_path", lambda: str(tmp_path / "assets" / "absent.msgpack"))
+    monkeypatch.setattr(models, "bundled_model_path", lambda method="driftrec": str(tmp_path / "assets" / "absent.msgpack"))
     rc, err = _run([files["in"], "-o", tmp_path / "o"])
     assert rc == 2 and len(err.splitlines()) == 1
     assert "no bundled model" in err and "--checkpoint" in err
@@ -361,3 +361,75 @@ def test_fresh_process_no_tensorflow_and_compile_cache(files, folder_run, tmp_pa
     for name in GOOD:
         np.testing.assert_array_equal(_pixels(tmp_path / "cold" / f"{name}.png"), _pixels(out / f"{name}.png"))
         np.testing.assert_array_equal(_pixels(tmp_path / "warm" / f"{name}.png"), _pixels(out / f"{name}.png"))
+
+
+# ---------------------------------------------------------------------------------------------
+# --method ddrm
+
+
+@pytest.fixture(scope="module")
+def ddrm_files(tmp_path_factory):
+    """A miniature DDRM ε model file and JPEGs of the layouts DDRM handles, plus two it cannot."""
+    root = tmp_path_factory.mktemp("ddrm")
+    spec = {"network": "tiny", "overrides": MINI, "variant": "ddrm_eps", "dtype": "float32", "ddrm": {}}
+    task = models.build_task(spec)
+    model = root / "mini_ddrm.msgpack"
+    models.save_model(str(model), spec, _random_params(task, seed=5))
+    rng = np.random.default_rng(11)
+    src = root / "in"
+    src.mkdir()
+    smooth = np.cumsum(rng.integers(-6, 7, (48, 40, 3)), axis=1) + 128
+    photo = np.clip(smooth, 0, 255).astype(np.uint8)
+    Image.fromarray(photo[:32, :32]).save(src / "a420.jpg", quality=15)  # one 32-px tile
+    Image.fromarray(photo).save(src / "b444.jpg", quality=25, subsampling=0)
+    Image.fromarray(photo[..., 0]).save(src / "c_gray.jpg", quality=20)
+    Image.fromarray(photo).save(src / "d.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo).save(src / "e_rotated.jpg", quality=40, exif=exif)
+    return {"model": model, "in": src, "root": root, "task": task}
+
+
+DDRM_ARGS = ["--tile", "32", "--overlap", "16", "--steps", "3", "--batch-size", "2", "--no-compile-cache"]
+
+
+def test_ddrm_restores_jpegs_with_their_own_tables(ddrm_files, tmp_path):
+    from driftrec_jax import ddrm, jpeg
+
+    out = tmp_path / "out"
+    rc, err = _run([ddrm_files["in"], "-o", out, "--checkpoint", ddrm_files["model"], "--method", "ddrm", *DDRM_ARGS])
+    assert rc == 1, err  # the PNG and the rotated JPEG fail, one line each
+    lines = sorted(_error_lines(err))
+    assert len(lines) == 2, err
+    assert lines[0].startswith(f"driftrec restore: {ddrm_files['in'] / 'd.png'}: not a JPEG file")
+    assert lines[1].startswith(f"driftrec restore: {ddrm_files['in'] / 'e_rotated.jpg'}: EXIF orientation 6")
+    assert sorted(p.name for p in out.iterdir()) == ["a420.png", "b444.png", "c_gray.png"]
+    assert Image.open(out / "c_gray.png").mode == "L"
+    assert Image.open(out / "b444.png").size == (40, 48)
+    assert "DDRM-JPEG 3 steps" in err and "3 network evaluations per tile" in err
+
+    # The single-tile file equals a direct call of the DDRM sampler with the file's 4:2:0 tables
+    # and the documented key of tile 0.
+    task, params, _ = models.load_model(str(ddrm_files["model"]))
+    y, tables, subsampling = ddrm.load_jpeg(ddrm_files["in"] / "a420.jpg")
+    assert subsampling == "4:2:0"
+    np.testing.assert_array_equal(tables[0], jpeg.quality_to_tables(15)[0])
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), restore_cli._name_hash("a420.jpg")), 0)
+    x, nfe = task.make_restorer(num_steps=3).tiles(params, y[None], tuple(t[None] for t in tables), key[None], "4:2:0")
+    want = np.floor(np.clip(np.asarray(x[0]), 0, 1) * 255 + 0.5)
+    assert np.abs(_pixels(out / "a420.png") - want).max() <= 1
+    assert int(nfe[0]) == 3
+
+
+def test_ddrm_method_and_model_must_agree(files, ddrm_files, tmp_path):
+    jpg = ddrm_files["in"] / "a420.jpg"
+    rc, err = _run([jpg, "-o", tmp_path / "o", "--checkpoint", files["score"], "--method", "ddrm", *DDRM_ARGS])
+    assert rc == 2 and len(err.splitlines()) == 1 and "needs a DDRM ε model" in err
+    rc, err = _run([jpg, "-o", tmp_path / "o", "--checkpoint", ddrm_files["model"], "--method", "driftrec", *DDRM_ARGS])
+    assert rc == 2 and len(err.splitlines()) == 1 and "--method ddrm" in err
+    rc, err = _run([jpg, "-o", tmp_path / "o", "--checkpoint", ddrm_files["model"], "--sampler", "ode", *DDRM_ARGS])
+    assert rc == 2 and len(err.splitlines()) == 1 and "--sampler" in err
+    assert not (tmp_path / "o").exists()
+    # A DDRM model file without --method restores with DDRM.
+    rc, err = _run([jpg, "-o", tmp_path / "auto", "--checkpoint", ddrm_files["model"], *DDRM_ARGS])
+    assert rc == 0 and "DDRM-JPEG" in err
