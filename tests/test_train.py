@@ -51,6 +51,22 @@ def tiny():
     return c, task, tx, state
 
 
+@pytest.fixture(scope="module")
+def steps(tiny):
+    """get(n_devices, steps_per_call) -> (mesh, jitted train step), built once per module: the tests
+    share compiled steps instead of compiling the same one again."""
+    c, task, tx, _ = tiny
+    made = {}
+
+    def get(n_devices: int, per_call: int = 1):
+        if (n_devices, per_call) not in made:
+            mesh = parallel.make_mesh(n_devices)
+            made[n_devices, per_call] = mesh, train_lib.make_train_step(task, tx, c.optim, mesh, per_call)
+        return made[n_devices, per_call]
+
+    return get
+
+
 def _fresh(tree):
     # The jitted step donates its state: give each run its own copy.
     return jax.tree.map(jnp.array, tree)
@@ -80,7 +96,7 @@ def _assert_states_close(s1, s2):
     assert compared > 0.9 * len(leaves1)
 
 
-def test_eight_devices_equal_one_device(tiny):
+def test_eight_devices_equal_one_device(tiny, steps):
     c, task, tx, state = tiny
     assert jax.device_count() == 8
     rng = np.random.default_rng(1)
@@ -88,9 +104,8 @@ def test_eight_devices_equal_one_device(tiny):
                 "jpeg": rng.random((8, 32, 32, 3), dtype=np.float32)} for _ in range(3)]
     results = {}
     for n in (1, 8):
-        mesh = parallel.make_mesh(n)
+        mesh, step = steps(n)
         st = parallel.replicate(_fresh(state), mesh)
-        step = train_lib.make_train_step(task, tx, c.optim, mesh)
         losses = []
         for b in batches:
             st, m = step(st, parallel.global_batch(b, mesh))
@@ -105,29 +120,27 @@ def test_eight_devices_equal_one_device(tiny):
     assert max(moved) > 1e-4
 
 
-def test_scan_of_steps_equals_single_steps(tiny):
+def test_scan_of_steps_equals_single_steps(tiny, steps):
     c, task, tx, state = tiny
-    mesh = parallel.make_mesh()
+    mesh, one = steps(8)
     rng = np.random.default_rng(2)
     batches = [{"clean": rng.random((8, 32, 32, 3), dtype=np.float32),
                 "jpeg": rng.random((8, 32, 32, 3), dtype=np.float32)} for _ in range(2)]
-    one = train_lib.make_train_step(task, tx, c.optim, mesh)
     st = parallel.replicate(_fresh(state), mesh)
     for b in batches:
         st, _ = one(st, parallel.global_batch(b, mesh))
-    two = train_lib.make_train_step(task, tx, c.optim, mesh, steps_per_call=2)
+    _, two = steps(8, 2)
     st2, m2 = two(parallel.replicate(_fresh(state), mesh),
                   train_lib.global_batches(train_lib.stack_batches(batches), mesh, 2))
     assert np.asarray(m2["loss"]).shape == (2,)
     _assert_states_close(jax.device_get(st), jax.device_get(st2))
 
 
-def test_ema_warmup_and_frozen_constants(tiny):
+def test_ema_warmup_and_frozen_constants(tiny, steps):
     c, task, tx, state = tiny
     assert float(train_lib.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
     assert float(train_lib.ema_decay_at(0.999, 10**6)) == pytest.approx(0.999)
-    mesh = parallel.make_mesh()
-    step = train_lib.make_train_step(task, tx, c.optim, mesh)
+    mesh, step = steps(8)
     rng = np.random.default_rng(3)
     b = {"clean": rng.random((8, 32, 32, 3), dtype=np.float32), "jpeg": rng.random((8, 32, 32, 3), dtype=np.float32)}
     st, _ = step(parallel.replicate(_fresh(state), mesh), parallel.global_batch(b, mesh))
