@@ -17,8 +17,25 @@ from driftrec_jax.train_cli import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tiny_config(source, **train_fields):
+# The 'tiny' network cut to one level without attention: the resume and NaN tests exercise the
+# training loop, not the network, and this compiles several times faster.
+MINI_NETWORK = {"ch_mult": (1,), "num_res_blocks": 1, "attn_resolutions": ()}
+
+MINI_CONFIG = """
+from driftrec_jax.config_lib import load_config
+
+
+def get_config():
+    c = load_config("tiny_test")
+    c.model.overrides = {"ch_mult": (1,), "num_res_blocks": 1, "attn_resolutions": ()}
+    return c
+"""
+
+
+def _tiny_config(source, mini=False, **train_fields):
     c = config_lib.load_config("tiny_test")
+    if mini:
+        c.model.overrides = dict(MINI_NETWORK)
     c.data.source = str(source)
     c.data.jpeg_backend = "pillow"
     c.train.checkpoint_every = 10
@@ -47,7 +64,8 @@ def tiny():
     c = config_lib.load_config("tiny_test")
     task = models.task_from_config(c)
     tx = train_lib.make_optimizer(c.optim)
-    state = train_lib.create_train_state(task, tx, jax.random.PRNGKey(0), 32)
+    # Jitted, as train.py does (Flax's init run op by op takes about a minute on 2 cores).
+    state = jax.jit(lambda key: train_lib.create_train_state(task, tx, key, 32))(jax.random.PRNGKey(c.train.seed))
     return c, task, tx, state
 
 
@@ -177,12 +195,13 @@ def test_checkpoint_round_trip(tiny, tmp_path):
 
 
 def _mean_loss(task, params, batches):
-    losses = [task.loss(params, b, jax.random.PRNGKey(100 + i)) for i, b in enumerate(batches)]
+    loss = jax.jit(task.loss)
+    losses = [loss(params, b, jax.random.PRNGKey(100 + i)) for i, b in enumerate(batches)]
     return float(np.mean(losses))
 
 
 def test_tiny_training_lowers_the_loss(image_folder, tmp_path, tiny):
-    _, task, _, _ = tiny
+    _, task, _, init = tiny  # train.py starts from the same state (same config, seed and crop size)
     c = _tiny_config(image_folder, num_steps=50, checkpoint_every=50)
     state = train(c, str(tmp_path / "run"), progress=False)
     assert int(state.step) == 50
@@ -190,7 +209,6 @@ def test_tiny_training_lowers_the_loss(image_folder, tmp_path, tiny):
 
     it = data.make_train_iterator(dict(c.data.to_dict(), seed=123))
     held_out = [{k: jnp.asarray(v) for k, v in next(it).items() if k in ("clean", "jpeg")} for _ in range(4)]
-    init = train_lib.create_train_state(task, train_lib.make_optimizer(c.optim), jax.random.PRNGKey(c.train.seed), 32)
     before = _mean_loss(task, init.params, held_out)
     after = _mean_loss(task, jax.device_get(state.params), held_out)
     assert after < 0.8 * before, (before, after)
@@ -205,7 +223,10 @@ def _run_train(workdir, source, cache, extra=(), kill_at=None):
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
     if kill_at is not None:
         env["DRIFTREC_FAULT_KILL_AT_STEP"] = str(kill_at)
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", "configs/tiny_test.py", "--workdir", str(workdir),
+    config = os.path.join(os.path.dirname(str(cache)), "mini_config.py")
+    with open(config, "w") as f:
+        f.write(MINI_CONFIG)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config, "--workdir", str(workdir),
            f"--config.data.source={source}", "--config.data.jpeg_backend=pillow", "--config.train.num_steps=30",
            "--config.train.checkpoint_every=10", "--config.train.async_checkpoints=True", *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -227,9 +248,10 @@ def test_sigkill_and_resume_reach_the_same_parameters(image_folder, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # The raw parameters and the optimiser state match too.
     c = config_lib.load_config("tiny_test")
+    c.model.overrides = dict(MINI_NETWORK)
     task = models.task_from_config(c)
     tx = train_lib.make_optimizer(c.optim)
-    target = train_lib.create_train_state(task, tx, jax.random.PRNGKey(0), 32)
+    target = jax.jit(lambda key: train_lib.create_train_state(task, tx, key, 32))(jax.random.PRNGKey(0))
     states = [checkpoint.restore(checkpoint.make_manager(str(tmp_path / d / "checkpoints"), async_save=False), target)
               for d in ("full", "resumed")]
     assert states[0][1]["step"] == states[1][1]["step"] == 30
@@ -238,7 +260,7 @@ def test_sigkill_and_resume_reach_the_same_parameters(image_folder, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message(image_folder, tmp_path):
-    c = _tiny_config(image_folder, num_steps=20, checkpoint_every=10)
+    c = _tiny_config(image_folder, mini=True, num_steps=20, checkpoint_every=10)
     c.optim.lr = 1e30  # diverges at once
     from driftrec_jax.train_cli import TrainingDiverged
 
