@@ -53,6 +53,10 @@ DEFAULT_STEPS = 100
 DEFAULT_EPS = 0.03
 DEFAULT_TOL = 1e-3  # Table VI: rtol = atol = 1e-3 needs about 26 network evaluations
 METHODS = ("driftrec", "ddrm")
+# Tiles per batch when --batch-size is not given: on the CPU a batch of one 256² tile runs at the
+# highest rate (BENCHMARKS.md: 0.92 vs 0.64 network evaluations/s for 8), on accelerators 8.
+DEFAULT_BATCH_ACCELERATOR = 8
+DEFAULT_BATCH_CPU = 1
 DDRM_DEFAULT_STEPS = 20  # = ddrm.NUM_STEPS (SPEC §6)
 
 # File extensions picked up when an input is a folder (case-insensitive). Files named explicitly
@@ -116,9 +120,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed; the same seed gives the same images (default: %(default)s)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
-                        help="tiles restored at once; more is faster per tile but needs more memory "
-                             "(lowered to the number of tiles when there are fewer; default: %(default)s)")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                        help="tiles restored at once; on a GPU/TPU more is faster per tile but needs more "
+                             "memory; on a CPU one at a time is fastest (lowered to the number of tiles "
+                             f"when there are fewer; default: {DEFAULT_BATCH_ACCELERATOR} on a GPU/TPU, "
+                             f"{DEFAULT_BATCH_CPU} on a CPU)")
     parser.add_argument("--tile", type=_positive_int, default=256, metavar="PIXELS",
                         help="side of the square tiles the network sees; a multiple of 16 and of the "
                              "network's downsampling factor (default: %(default)s)")
@@ -428,7 +434,7 @@ def _run(args) -> int:
     from . import images
 
     try:
-        images._check_tiling(args.tile, args.overlap, args.batch_size)
+        images._check_tiling(args.tile, args.overlap, args.batch_size or 1)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
@@ -513,7 +519,10 @@ def _run(args) -> int:
 
     sizes = {p: _image_size(p) for p in todo}
     total_tiles = sum(images.count_tiles(s[1], s[0], args.tile, args.overlap) for s in sizes.values() if s)
-    batch = max(1, min(args.batch_size, total_tiles))
+    requested = args.batch_size
+    if requested is None:
+        requested = DEFAULT_BATCH_CPU if jax.default_backend() == "cpu" else DEFAULT_BATCH_ACCELERATOR
+    batch = max(1, min(requested, total_tiles))
     settings = _sampler_settings(args)
     if task.is_regression:
         settings = {}

@@ -433,3 +433,21 @@ def test_ddrm_method_and_model_must_agree(files, ddrm_files, tmp_path):
     # A DDRM model file without --method restores with DDRM.
     rc, err = _run([jpg, "-o", tmp_path / "auto", "--checkpoint", ddrm_files["model"], *DDRM_ARGS])
     assert rc == 0 and "DDRM-JPEG" in err
+
+
+def test_default_batch_is_one_tile_on_the_cpu(files, tmp_path, monkeypatch):
+    """Without --batch-size the CPU backend restores one tile at a time (its fastest setting)."""
+    seen = []
+
+    def fake(task, params, settings, batch, tile, subsampling=None):
+        seen.append(batch)
+        return (lambda params, tiles, key, ids: (tiles, np.ones(tiles.shape[0], np.int32))), 0.0
+
+    monkeypatch.setattr(restore_cli, "_compiled_restorer", fake)
+    argv = [files["in"] / "rgb.png", "-o", tmp_path / "o", "--checkpoint", files["score"], "--tile", "32",
+            "--overlap", "16", "--steps", "2", "--no-compile-cache"]
+    rc, err = _run(argv)
+    assert rc == 0, err
+    assert jax.default_backend() == "cpu" and seen == [restore_cli.DEFAULT_BATCH_CPU] == [1]
+    rc, err = _run(argv[:2] + [tmp_path / "o2"] + argv[3:] + ["--batch-size", "4"])
+    assert rc == 0 and seen[-1] == 4
