@@ -322,6 +322,19 @@ def load_jpeg(path: Union[str, os.PathLike, bytes]) -> tuple[np.ndarray, tuple, 
     return pixels, tables, subsampling
 
 
+def _gray_tables(luma) -> tuple[tuple, str]:
+    """A gray JPEG as the operator sees it: its luma table, all-ones chroma, '4:4:4' (for r = g = b
+    the operator's Y is the gray value and Cb = Cr = 128, so it reproduces the file)."""
+    return (np.asarray(luma, np.int32), np.ones((8, 8), np.int32)), "4:4:4"
+
+
+def pillow_tables(quality: int, gray: bool = False) -> tuple[tuple, str]:
+    """((luma, chroma) tables, subsampling) of a JPEG that Pillow writes at `quality` with its
+    defaults (4:2:0 for colour; libjpeg treats quality 0 as 1); `gray`: a one-channel file."""
+    luma, chroma = jpeg.quality_to_tables(max(int(quality), 1))
+    return _gray_tables(luma) if gray else ((luma, chroma), "4:2:0")
+
+
 def file_tables(path: Union[str, os.PathLike, bytes]) -> tuple[tuple, str]:
     """((luma, chroma) tables, subsampling) that the operator needs for a JPEG file (or its bytes).
 
@@ -330,7 +343,7 @@ def file_tables(path: Union[str, os.PathLike, bytes]) -> tuple[tuple, str]:
     """
     info = jpeg.read_jpeg_tables(path)
     if info.subsampling == "gray":
-        return (info.tables[0], np.ones((8, 8), np.int32)), "4:4:4"
+        return _gray_tables(info.tables[0])
     if info.subsampling in jpeg.SUBSAMPLINGS and len(info.tables) == 2:
         return tuple(info.tables), info.subsampling
     raise ValueError(f"DDRM-JPEG supports 4:2:0, 4:4:4 and gray JPEGs with shared chroma tables, "

@@ -255,12 +255,9 @@ def protocol_tables(protocol: Protocol, mode: str) -> tuple[tuple[np.ndarray, np
     """((luma, chroma) tables, subsampling) of the JPEG files of an evaluation protocol, for DDRM:
     the pairs are Pillow JPEGs (4:2:0 for colour) at the protocol's (last) quality; a gray JPEG is
     (luma, all-ones) with '4:4:4', as `ddrm.file_tables` reads gray files."""
-    from . import jpeg
+    from .ddrm import pillow_tables
 
-    luma, chroma = jpeg.quality_to_tables(max(int(protocol.quality), 1))  # libjpeg maps quality 0 to 1
-    if mode == "gray":
-        return (luma, np.ones((8, 8), np.int32)), "4:4:4"
-    return (luma, chroma), "4:2:0"
+    return pillow_tables(protocol.quality, gray=mode == "gray")
 
 
 def _tile_restorer(task, setting: SamplerSetting | None, eps: float, color_correction: bool, tables=None):

@@ -514,8 +514,7 @@ def _run(args) -> int:
                 usable.append(path)
             except ValueError as err:
                 fail(path, str(err))
-        # One compiled sampler per chroma layout: restore the files of each layout together.
-        todo = sorted(usable, key=lambda p: tables_of[p][1] != "4:2:0")
+        todo = usable
 
     sizes = {p: _image_size(p) for p in todo}
     total_tiles = sum(images.count_tiles(s[1], s[0], args.tile, args.overlap) for s in sizes.values() if s)
@@ -590,7 +589,8 @@ def _run(args) -> int:
         bar = tqdm(total=total_tiles, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True,
                    desc="compiling")
     restored = 0
-    # Groups of files that share one compiled restorer (DDRM: one per chroma layout).
+    # Groups of files that share one compiled restorer (DDRM: one per chroma layout, restored
+    # group after group).
     groups = [(None, todo)]
     if is_ddrm:
         layouts = sorted({tables_of[p][1] for p in todo}, key=lambda s: s != "4:2:0")

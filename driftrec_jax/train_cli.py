@@ -87,10 +87,10 @@ def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
 
     y = jnp.asarray(batch["jpeg"][:n])
     if getattr(task, "is_ddrm", False):
-        from .jpeg import quality_to_tables
+        from .ddrm import pillow_tables
 
         restorer = _SAMPLERS.setdefault((task, "ddrm"), task.make_restorer())
-        tables = [quality_to_tables(max(int(q), 1)) for q in np.asarray(batch["quality"][: y.shape[0]])]
+        tables = [pillow_tables(q)[0] for q in np.asarray(batch["quality"][: y.shape[0]])]
         per_image = tuple(np.stack([t[c] for t in tables]) for c in range(2))
         x, _ = restorer.tiles(params, y, per_image, jax.random.split(key, y.shape[0]), "4:2:0")
         rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)

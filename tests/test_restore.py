@@ -111,6 +111,9 @@ def test_options_match_samplers_and_help_gives_defaults():
     assert restore_cli.SAMPLER_NAMES == tuple(samplers.SAMPLERS)
     assert restore_cli.DEFAULT_STEPS == samplers.DEFAULT_STEPS
     assert restore_cli.DEFAULT_EPS == samplers.DEFAULT_EPS
+    from driftrec_jax import ddrm
+
+    assert restore_cli.DDRM_DEFAULT_STEPS == ddrm.NUM_STEPS
     parser = restore_cli.build_parser()
     text = " ".join(parser.format_help().split())
     for action in parser._actions:
