@@ -45,6 +45,10 @@ def _pyplot():
     return plt
 
 
+# Rows of sampled restorations (DriftRec samplers and DDRM-JPEG): the ones drawn as curves.
+_SAMPLED = ("driftrec", "ddrm")
+
+
 def _base_setting(setting: str) -> str:
     return setting.split("x")[0]
 
@@ -71,6 +75,23 @@ def _reference_lines(axes, items: Sequence[dict]) -> None:
             axes[1].axhline(r["psnr"], **style, label=r["method"])
 
 
+def _finish(plt, fig, axes, ticks, xlabel: str, log_base: int, title: str, path: str) -> None:
+    """Log-scaled x axis with a labelled tick at each value run, axis labels (LPIPS left, PSNR
+    right), legend, title; saved to PATH and closed."""
+    for ax, name in zip(axes, ("LPIPS ×100 (lower is better)", "PSNR dB (higher is better)")):
+        ax.set_xscale("log", base=log_base)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_formatter(_null_formatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def perception_distortion(rows: Sequence[dict], out_dir: str) -> list[str]:
     """One PNG per folder x protocol: LPIPS x 100 and PSNR against K, the number of averaged
     samples, a line per checkpoint and sampler setting (paper Fig. 7: PSNR rises with K, LPIPS
@@ -80,7 +101,7 @@ def perception_distortion(rows: Sequence[dict], out_dir: str) -> list[str]:
     for (dataset, protocol), items in _blocks(rows).items():
         curves: dict[tuple[str, str], list[dict]] = {}
         for r in items:
-            if r["kind"] == "driftrec":
+            if r["kind"] in _SAMPLED:
                 curves.setdefault((r["method"], _base_setting(r["setting"])), []).append(r)
         curves = {k: sorted(v, key=lambda r: r["num_samples"]) for k, v in curves.items()
                   if len({r["num_samples"] for r in v}) >= 2}
@@ -92,20 +113,10 @@ def perception_distortion(rows: Sequence[dict], out_dir: str) -> list[str]:
             axes[0].plot(k, [100 * r["lpips"] for r in pts], "o-", label=f"{method} {setting}")
             axes[1].plot(k, [r["psnr"] for r in pts], "o-", label=f"{method} {setting}")
         _reference_lines(axes, items)
-        for ax, name in zip(axes, ("LPIPS ×100 (lower is better)", "PSNR dB (higher is better)")):
-            ax.set_xscale("log", base=2)
-            ks = sorted({r["num_samples"] for pts in curves.values() for r in pts})
-            ax.set_xticks(ks, [str(k) for k in ks])
-            ax.xaxis.set_minor_formatter(_null_formatter())
-            ax.set_xlabel("samples averaged")
-            ax.set_ylabel(name)
-            ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
-        fig.suptitle(f"Perception–distortion: {dataset}, {items[0]['protocol_label']}")
-        fig.tight_layout()
+        ks = sorted({r["num_samples"] for pts in curves.values() for r in pts})
         path = os.path.join(out_dir, f"perception_distortion_{_slug(dataset)}_{protocol}.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        _finish(plt, fig, axes, ks, "samples averaged", 2,
+                f"Perception–distortion: {dataset}, {items[0]['protocol_label']}", path)
         written.append(path)
     return written
 
@@ -119,7 +130,7 @@ def nfe_curves(rows: Sequence[dict], out_dir: str) -> list[str]:
     for (dataset, protocol), items in _blocks(rows).items():
         lines: dict[tuple[str, str], list[dict]] = {}
         for r in items:
-            if r["kind"] == "driftrec" and r["num_samples"] == 1:
+            if r["kind"] in _SAMPLED and r["num_samples"] == 1:
                 lines.setdefault((r["method"], r["setting"].split(":")[0]), []).append(r)
         if sum(len(v) for v in lines.values()) < 2:
             continue
@@ -133,20 +144,10 @@ def nfe_curves(rows: Sequence[dict], out_dir: str) -> list[str]:
                 axes[0].annotate(r["setting"].split(":")[-1], (r["nfe"], 100 * r["lpips"]), fontsize=6,
                                  textcoords="offset points", xytext=(3, 3))
         _reference_lines(axes, items)
-        for ax, name in zip(axes, ("LPIPS ×100 (lower is better)", "PSNR dB (higher is better)")):
-            ax.set_xscale("log")
-            nfes = sorted({round(r["nfe"]) for pts in lines.values() for r in pts})
-            ax.set_xticks(nfes, [str(n) for n in nfes])
-            ax.xaxis.set_minor_formatter(_null_formatter())
-            ax.set_xlabel("network evaluations (NFE) per image")
-            ax.set_ylabel(name)
-            ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
-        fig.suptitle(f"Quality against NFE: {dataset}, {items[0]['protocol_label']}")
-        fig.tight_layout()
+        nfes = sorted({round(r["nfe"]) for pts in lines.values() for r in pts})
         path = os.path.join(out_dir, f"nfe_{_slug(dataset)}_{protocol}.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        _finish(plt, fig, axes, nfes, "network evaluations (NFE) per image", 10,
+                f"Quality against NFE: {dataset}, {items[0]['protocol_label']}", path)
         written.append(path)
     return written
 

@@ -212,6 +212,13 @@ def test_plots_from_results(tmp_path, first_run):
         "perception_distortion_set_q10.png"]
     assert [os.path.basename(p) for p in plots.nfe_curves(rows, str(tmp_path))] == ["nfe_set_q10.png"]
     assert plots.perception_distortion(rows[:2], str(tmp_path)) == []  # one K only: nothing to draw
+    # DDRM rows are curves too: K = 1, 2 of ddrm:20, and 2 step counts.
+    ddrm = [dict(rows[1], method="d", kind="ddrm", setting=s, num_samples=k, nfe=n)
+            for s, k, n in (("ddrm:20", 1, 20), ("ddrm:20x2", 2, 20), ("ddrm:10", 1, 10))]
+    out = tmp_path / "ddrm"
+    out.mkdir()
+    assert len(plots.perception_distortion(rows[:1] + ddrm, str(out))) == 1
+    assert len(plots.nfe_curves(rows[:1] + ddrm, str(out))) == 1
 
 
 def test_parsing_and_errors(setup, tmp_path):
