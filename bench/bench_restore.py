@@ -78,27 +78,13 @@ def paused(pid: int | None):
 
 def random_model(path: Path, network: str, variant: str = "score", overrides: dict | None = None) -> dict:
     """Write a model file of `network` with random weights (drawn with numpy, no Flax init)."""
-    import jax
-
     from driftrec_jax import models
 
     spec = {"network": network, "overrides": dict(overrides or {}), "variant": variant, "dtype": "float32"}
     if variant == "score":
         spec["sde"] = SDE
     task = models.build_task(spec)
-    rng = np.random.default_rng(0)
-    shapes = jax.eval_shape(lambda: task.init_params(jax.random.PRNGKey(0), 64))
-
-    def draw(keypath, leaf):
-        name = jax.tree_util.keystr(keypath[-1:])
-        if name == "['scale']":
-            return np.ones(leaf.shape, np.float32)
-        if name == "['fourier_W']":
-            return (16.0 * rng.standard_normal(leaf.shape)).astype(np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 10 * leaf.shape[0]
-        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-
-    models.save_model(str(path), spec, jax.tree_util.tree_map_with_path(draw, shapes))
+    models.save_model(str(path), spec, models.random_params(task, seed=0))
     return spec
 
 

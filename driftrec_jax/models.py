@@ -66,6 +66,26 @@ def task_from_config(config) -> Task:
     return build_task(model_spec(config))
 
 
+def random_params(task: Task, seed: int = 0) -> Any:
+    """Random weights shaped like `task.init_params`' output, drawn with numpy from the shapes
+    alone (for benchmarks and tests: jitting Flax's init of a large NCSN++ compiles for tens of
+    seconds on a small CPU). Kernels ~ N(0, 1/fan-in), normalisation scales 1, the Fourier
+    time-embedding frequencies ~ N(0, 16²) as at initialisation, all float32."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: task.init_params(jax.random.PRNGKey(0), 32))
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path[-1:])
+        if name == "['scale']":
+            return np.ones(leaf.shape, np.float32)
+        if name == "['fourier_W']":
+            return (16.0 * rng.standard_normal(leaf.shape)).astype(np.float32)
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 10 * leaf.shape[0]
+        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def save_model(path: str, spec: dict, params: Any, float16: bool = False) -> None:
     """Write a model file: spec + weights (float16 storage when asked; loaded back as float32)."""
     host = jax.tree.map(lambda a: np.asarray(a, np.float16 if float16 and np.issubdtype(np.asarray(a).dtype, np.floating) else None), jax.device_get(params))

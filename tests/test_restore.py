@@ -46,24 +46,6 @@ def _pixels(path) -> np.ndarray:
     return np.asarray(Image.open(path)).astype(np.int64)
 
 
-def _random_params(task, seed: int):
-    """Random weights shaped like task.init_params' (drawn with numpy: Flax's own init compiles
-    for tens of seconds on a busy 2-core machine). Kernels ~ N(0, 1/fan-in), norm scales 1."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda: task.init_params(jax.random.PRNGKey(0), 32))
-
-    def draw(path, leaf):
-        name = jax.tree_util.keystr(path[-1:])
-        if name == "['scale']":
-            return np.ones(leaf.shape, np.float32)
-        if name == "['fourier_W']":
-            return (16.0 * rng.standard_normal(leaf.shape)).astype(np.float32)
-        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 10 * leaf.shape[0]
-        return (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Model files (score and regression) and an input folder of good and bad images."""
@@ -75,7 +57,7 @@ def files(tmp_path_factory):
             spec["sde"] = SDE
         task = models.build_task(spec)
         paths[variant] = root / f"mini_{variant}.msgpack"
-        models.save_model(str(paths[variant]), spec, _random_params(task, seed=len(paths)))
+        models.save_model(str(paths[variant]), spec, models.random_params(task, seed=len(paths)))
 
     rng = np.random.default_rng(7)
     src = root / "in"
@@ -377,7 +359,7 @@ def ddrm_files(tmp_path_factory):
     spec = {"network": "tiny", "overrides": MINI, "variant": "ddrm_eps", "dtype": "float32", "ddrm": {}}
     task = models.build_task(spec)
     model = root / "mini_ddrm.msgpack"
-    models.save_model(str(model), spec, _random_params(task, seed=5))
+    models.save_model(str(model), spec, models.random_params(task, seed=5))
     rng = np.random.default_rng(11)
     src = root / "in"
     src.mkdir()
