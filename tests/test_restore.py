@@ -436,3 +436,21 @@ def test_default_batch_is_one_tile_on_the_cpu(files, tmp_path, monkeypatch):
     assert jax.default_backend() == "cpu" and seen == [restore_cli.DEFAULT_BATCH_CPU] == [1]
     rc, err = _run(argv[:2] + [tmp_path / "o2"] + argv[3:] + ["--batch-size", "4"])
     assert rc == 0 and seen[-1] == 4
+
+
+@pytest.mark.parametrize("method, variant, size_mb", [("driftrec", "score", 25), ("ddrm", "ddrm_eps", 25)])
+def test_bundled_models_ship_and_load(method, variant, size_mb):
+    """Each bundled model is in the package, under the size limit, of the method it is the
+    default of, and its weights are finite and trained (not an initialisation)."""
+    path = models.bundled_model_path(method)
+    assert os.path.getsize(path) < size_mb * 1e6
+    task, params, spec = models.load_model(path)
+    assert spec["variant"] == variant and spec["network"] == "small"
+    if method == "driftrec":
+        assert spec["sde"]["name"] == "ouve"
+    leaves = jax.tree.leaves(params)
+    assert all(np.isfinite(np.asarray(x)).all() for x in leaves)
+    # Trained weights: no longer the numpy draw of the same shapes, nor Flax's init (norm scales 1).
+    scales = [np.asarray(x) for kp, x in jax.tree_util.tree_leaves_with_path(params)
+              if jax.tree_util.keystr(kp[-1:]) == "['scale']"]
+    assert scales and not all(np.allclose(s, 1.0) for s in scales)
