@@ -1,7 +1,7 @@
 """`driftrec restore` (and `python sample.py`): restore JPEG photos of any size to PNG.
 
     driftrec restore INPUT... -o OUTDIR [--checkpoint MODEL] [--sampler em|heun|ode] [--steps N] ...
-    driftrec restore photo.jpg -o OUTDIR --method ddrm --checkpoint DDRM_MODEL [--num-samples K]
+    driftrec restore photo.jpg -o OUTDIR --method ddrm [--checkpoint DDRM_MODEL] [--num-samples K]
 
 INPUTs are image files or folders (searched recursively for image extensions). Every image is
 cut into overlapping tiles (`images.restore_images`); the tiles of consecutive images share
@@ -97,7 +97,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "named after the inputs and never replace an input file")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="a model file (.msgpack) or a training workdir "
-                             "(default: the model bundled with the package)")
+                             "(default: the model bundled with the package for --method: a small "
+                             "DriftRec-OUVE, or with --method ddrm a small DDRM prior)")
     parser.add_argument("--method", choices=METHODS, default=None,
                         help="driftrec (a DriftRec or regression model) or ddrm (DDRM-JPEG with an "
                              "unconditional ε model; needs JPEG inputs, whose quantisation tables it "
