@@ -3,7 +3,7 @@
   perception_distortion   LPIPS and PSNR against the number of averaged samples (paper Fig. 7)
   nfe_curves              LPIPS and PSNR against the number of network evaluations, a line per
                           sampler (the paper's Table VI as a plot)
-  example_crops           crops side by side: JPEG | baseline | DriftRec | original
+  example_crops           crops side by side: JPEG | baseline | DDRM-JPEG | DriftRec | original
   make_all(out)           all of them from OUT/results.json and OUT/images/, into OUT/plots/
 
 Everything reads the files `driftrec_jax.evaluate` writes, so plots can be redrawn without
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["example_path", "perception_distortion", "nfe_curves", "example_crops", "make_all"]
+__all__ = ["example_path", "perception_distortion", "nfe_curves", "crop_columns", "example_crops", "make_all"]
 
 
 def _slug(text: str) -> str:
@@ -175,12 +175,27 @@ def _crop_box(jpeg: np.ndarray, clean: np.ndarray, size: int) -> tuple[int, int,
     return box[0], box[1], size
 
 
+def crop_columns(items: Sequence[dict]) -> list[tuple[str, str]]:
+    """The columns of `example_crops` for the rows of one folder x protocol, as (image folder
+    name, title): JPEG, the first regression baseline, the single-sample DDRM-JPEG row and the
+    single-sample DriftRec row with the lowest mean LPIPS each (sampler in the title), original.
+    Methods without rows are left out."""
+    columns = [("JPEG", "JPEG")]
+    baseline = next((r for r in items if r["kind"] == "regression"), None)
+    if baseline is not None:
+        columns.append((baseline["method"], baseline["method"]))
+    for kind in ("ddrm", "driftrec"):
+        single = [r for r in items if r["kind"] == kind and r["num_samples"] == 1]
+        if single:
+            r = min(single, key=lambda r: r["lpips"])
+            columns.append((f"{r['method']} {r['setting']}", f"{r['method']} ({r['sampler']})"))
+    return columns + [("original", "original")]
+
+
 def example_crops(out: str, rows: Sequence[dict], out_dir: str, crop: int = 96) -> list[str]:
-    """One PNG per folder x protocol with saved images: crops of JPEG | baseline | DriftRec |
-    original of the first saved image (the window with the largest JPEG error), at 8-bit
-    resolution without interpolation. Baseline is the first regression row; DriftRec the
-    single-sample DriftRec row with the lowest mean LPIPS (its sampler is named in the title);
-    either column is left out when there is none."""
+    """One PNG per folder x protocol with saved images: crops of JPEG | baseline | DDRM-JPEG |
+    DriftRec | original (`crop_columns`) of the first saved image, in the window with the largest
+    JPEG error, at 8-bit resolution without interpolation."""
     plt = _pyplot()
     written = []
     for (dataset, protocol), items in _blocks(rows).items():
@@ -189,15 +204,7 @@ def example_crops(out: str, rows: Sequence[dict], out_dir: str, crop: int = 96) 
         if not os.path.isdir(jpeg_dir) or not os.listdir(jpeg_dir):
             continue
         name = sorted(os.listdir(jpeg_dir))[0]
-        columns = [("JPEG", "JPEG")]
-        baseline = next((r for r in items if r["kind"] == "regression"), None)
-        single = [r for r in items if r["kind"] == "driftrec" and r["num_samples"] == 1]
-        drift = min(single, key=lambda r: r["lpips"]) if single else None
-        for kind, r in (("regression", baseline), ("driftrec", drift)):
-            if r is not None:
-                method = r["method"] + (f" {r['setting']}" if r["setting"] else "")
-                columns.append((method, r["method"] if kind == "regression" else f"{r['method']} ({r['sampler']})"))
-        columns.append(("original", "original"))
+        columns = crop_columns(items)
         paths = [(os.path.join(folder, _slug(m), name), title) for m, title in columns]
         paths = [(p, t) for p, t in paths if os.path.isfile(p)]
         if len(paths) < 2:

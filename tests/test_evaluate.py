@@ -219,6 +219,11 @@ def test_plots_from_results(tmp_path, first_run):
     out.mkdir()
     assert len(plots.perception_distortion(rows[:1] + ddrm, str(out))) == 1
     assert len(plots.nfe_curves(rows[:1] + ddrm, str(out))) == 1
+    # Crop columns: JPEG, baseline, best single-sample DDRM and DriftRec rows (lowest LPIPS), original.
+    base = dict(rows[0], method="Reg", kind="regression", setting="", sampler="—")
+    cols = plots.crop_columns(rows + ddrm + [base])
+    assert [c[0] for c in cols] == ["JPEG", "Reg", "d ddrm:20", "m em:100", "original"]
+    assert [c[0] for c in plots.crop_columns(rows[:1])] == ["JPEG", "original"]
 
 
 def test_parsing_and_errors(setup, tmp_path):
