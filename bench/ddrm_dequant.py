@@ -28,15 +28,11 @@ def main() -> None:
     args = p.parse_args()
 
     import jax
-    from PIL import Image
 
     from driftrec_jax import ddrm, evaluate, models
 
     task, params, _ = models.load_model(args.model or models.bundled_model_path("ddrm"))
-    names = sorted(n for n in os.listdir(args.folder) if n.lower().endswith((".png", ".jpg", ".bmp", ".tif")))
-    clean = np.stack([evaluate._center_crop(np.asarray(Image.open(os.path.join(args.folder, n)).convert("RGB"),
-                                                        np.float32) / 255.0, args.crop)
-                      for n in names[:args.images]])
+    clean = evaluate.center_crops(args.folder, args.images, args.crop).astype(np.float32) / 255.0
     print(f"| bits | input PSNR | DDRM PSNR | input LPIPS ×100 | DDRM LPIPS ×100 |\n|---:|---:|---:|---:|---:|")
     for bits in args.bits:
         y = np.asarray(ddrm.quantize(clean, bits))

@@ -779,6 +779,17 @@ def _center_crop(x: np.ndarray, size: int) -> np.ndarray:
     return x[t:t + size, l:l + size]
 
 
+def center_crops(folder: str, num_images: int, size: int) -> np.ndarray:
+    """Central size x size crops of the first `num_images` images of `folder` (sorted, as
+    `data.list_images`), as an (N, size, size, 3) uint8 batch."""
+    from .data import list_images, load_rgb
+
+    files = list_images(folder)[: int(num_images)]
+    if not files:
+        raise ValueError(f"no validation images in {folder}")
+    return np.stack([_center_crop(load_rgb(p), int(size)) for p in files])
+
+
 def quick_validation(task, params, config, folder: str, num_images: int, quality: int) -> dict[str, float]:
     """PSNR, SSIM (DriftRec convention) and LPIPS of restorations of the first `num_images`
     images of `folder` at JPEG quality `quality`, averaged (SPEC §5).
@@ -792,13 +803,9 @@ def quick_validation(task, params, config, folder: str, num_images: int, quality
     import jax.numpy as jnp
 
     from . import metrics as M
-    from .data import jpeg_roundtrip, list_images, load_rgb
+    from .data import jpeg_roundtrip
 
-    files = list_images(folder)[: int(num_images)]
-    if not files:
-        raise ValueError(f"no validation images in {folder}")
-    size = int(config.data.crop_size)
-    clean = np.stack([_center_crop(load_rgb(p), size) for p in files])
+    clean = center_crops(folder, num_images, int(config.data.crop_size))
     jpeg = np.stack([jpeg_roundtrip(c, int(quality)) for c in clean]).astype(np.float32) / 255.0
     clean = clean.astype(np.float32) / 255.0
     s = config.sample
@@ -810,7 +817,7 @@ def quick_validation(task, params, config, folder: str, num_images: int, quality
         setting = (SamplerSetting("ode", tol=float(s.get("tol", DEFAULT_TOL))) if s.sampler == "ode"
                    else SamplerSetting(s.sampler, steps=int(s.steps)))
     fn = _tile_restorer(task, setting, float(s.eps), True, tables)
-    keys = jax.random.split(jax.random.PRNGKey(0), len(files))
+    keys = jax.random.split(jax.random.PRNGKey(0), len(clean))
     x, _ = fn(params, jnp.asarray(jpeg), keys)
     x = M.quantize_uint8(x)
     return {
