@@ -10,19 +10,13 @@ Run:
   python train.py --config configs/ddrm_uncond_d2kf2k.py --workdir workdirs/ddrm_uncond_d2kf2k --config.data.source=/data/D2KF2K/train
 """
 
-import ml_collections
-
-from driftrec_jax.config_lib import default_config
+from driftrec_jax.config_lib import ddrm_prior, default_config
 
 
 def get_config():
     c = default_config()
     c.model.variant = "ddrm_eps"
-    c.ddrm = ml_collections.ConfigDict()
-    c.ddrm.num_timesteps = 1000
-    c.ddrm.beta_start = 1e-4
-    c.ddrm.beta_end = 0.02
-    c.ddrm.max_train_timestep = 1000
+    c.ddrm = ddrm_prior(max_train_timestep=1000)
     c.data.source = "/data/D2KF2K/train"
     c.train.sample_every = 5000
     return c

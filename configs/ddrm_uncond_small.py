@@ -13,31 +13,14 @@ Run:
   python train.py --config configs/ddrm_uncond_small.py --workdir workdirs/ddrm_uncond_small --config.data.source=../shared/data/train
 """
 
-import ml_collections
-
-from driftrec_jax.config_lib import default_config
+from driftrec_jax.config_lib import ddrm_prior, sibling_config
 
 
 def get_config():
-    c = default_config()
-    c.model.network = "small"
+    c = sibling_config(__file__, "small_ouve")  # the same network preset, data and optimiser
     c.model.variant = "ddrm_eps"
-    c.ddrm = ml_collections.ConfigDict()
-    c.ddrm.num_timesteps = 1000
-    c.ddrm.beta_start = 1e-4
-    c.ddrm.beta_end = 0.02
-    c.ddrm.max_train_timestep = 300
-    c.data.source = "../shared/data/train"
-    c.data.crop_size = 64
-    c.data.crop_scale = (0.03, 0.3)  # near full resolution, as in small_ouve
-    c.data.batch_size = 8
-    c.optim.lr = 3e-4
-    c.optim.warmup_steps = 100
-    c.train.num_steps = 5000
-    c.train.log_every = 20
-    c.train.sample_every = 1000
+    c.ddrm = ddrm_prior(max_train_timestep=300)
     c.train.eval_every = 1000
     c.train.eval_folder = "../shared/data/val/kodak24"
     c.train.eval_quality = 10
-    c.train.checkpoint_every = 500
     return c

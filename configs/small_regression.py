@@ -1,28 +1,13 @@
-"""The regression baseline matching small_ouve (same network preset, data and schedule of training).
+"""The regression baseline matching small_ouve: the same network preset, data and optimiser.
 
 Run:
   python train.py --config configs/small_regression.py --workdir workdirs/small_regression --config.data.source=../shared/data/train
 """
 
-from driftrec_jax.config_lib import default_config
+from driftrec_jax.config_lib import sibling_config
 
 
 def get_config():
-    c = default_config()
-    c.model.network = "small"
+    c = sibling_config(__file__, "small_ouve")
     c.model.variant = "regression"
-    c.data.source = "../shared/data/train"
-    c.data.crop_size = 64
-    # Crops of about 60-190 px of the original, so that the model sees photos near full
-    # resolution, as it will when restoring them (the paper's 0.2-1 suits 256-px crops of 2K images).
-    c.data.crop_scale = (0.03, 0.3)
-    c.data.batch_size = 8
-    # A CPU budget: about 2 s a step on 2 cores. A higher learning rate than the paper's 1e-4
-    # (with a short warm-up) makes the most of few steps.
-    c.optim.lr = 3e-4
-    c.optim.warmup_steps = 100
-    c.train.num_steps = 5000
-    c.train.log_every = 20
-    c.train.sample_every = 1000
-    c.train.checkpoint_every = 500
     return c

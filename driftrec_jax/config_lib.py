@@ -2,7 +2,9 @@
 
 A config is a Python file in ``configs/`` defining ``get_config()``; configs edit the one default,
 :func:`default_config`. ``load_config("small_ouve")`` finds ``configs/small_ouve.py`` (in the
-working directory or next to the package); any path to a ``.py`` file works too.
+working directory or next to the package); any path to a ``.py`` file works too. A config can
+start from another one with :func:`sibling_config` (``configs/small_regression.py`` is
+``small_ouve`` with another model variant).
 
 Overrides use dotted field names, the way ml_collections' absl flags spell them::
 
@@ -44,6 +46,17 @@ def load_config(name_or_path: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path} defines no get_config()")
     return module.get_config()
+
+
+def sibling_config(config_file: str, name: str) -> ml_collections.ConfigDict:
+    """The config ``name`` from the folder of ``config_file`` (a config's ``__file__``), to edit."""
+    return load_config(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py"))
+
+
+def ddrm_prior(max_train_timestep: int) -> ml_collections.ConfigDict:
+    """The ``ddrm`` block of a DDRM-JPEG prior's config: linear β 1e-4..0.02 over T = 1000 (SPEC §6)."""
+    return ml_collections.ConfigDict(dict(
+        num_timesteps=1000, beta_start=1e-4, beta_end=0.02, max_train_timestep=max_train_timestep))
 
 
 def _parse_value(text: str):

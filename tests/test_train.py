@@ -266,3 +266,27 @@ def test_nan_loss_stops_with_a_clear_message(image_folder, tmp_path):
 
     with pytest.raises(TrainingDiverged, match="loss became"):
         train(c, str(tmp_path / "nan"), progress=False)
+
+
+def test_every_shipped_config_loads_and_the_small_ones_share_their_setup():
+    from driftrec_jax import data
+
+    names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py"))
+    assert {"small_ouve", "small_regression", "ddrm_uncond_small", "ouve_d2kf2k"} <= set(names)
+    configs = {}
+    for name in names:
+        c = configs[name] = config_lib.load_config(name)
+        data.DataConfig.from_any(dict(c.data.to_dict(), source=c.data.source or "x"))  # validates every field
+        spec = models.model_spec(c)
+        assert spec["variant"] in ("score", "regression", "ddrm_eps"), name
+    ouve, reg, ddrm = configs["small_ouve"], configs["small_regression"], configs["ddrm_uncond_small"]
+    assert (reg.model.variant, ddrm.model.variant) == ("regression", "ddrm_eps")
+    for other in (reg, ddrm):  # built on small_ouve: same network preset, data and optimiser
+        assert other.model.network == ouve.model.network == "small"
+        assert other.data.to_dict() == ouve.data.to_dict() and other.optim.to_dict() == ouve.optim.to_dict()
+    assert dict(ddrm.ddrm) == dict(num_timesteps=1000, beta_start=1e-4, beta_end=0.02, max_train_timestep=300)
+    assert configs["ddrm_uncond_d2kf2k"].ddrm.max_train_timestep == 1000
+    overridden = config_lib.apply_overrides(
+        config_lib.load_config("small_regression"),
+        config_lib.parse_overrides(["--config.train.num_steps=7", "--config.data.source", "elsewhere"]))
+    assert (overridden.train.num_steps, overridden.data.source) == (7, "elsewhere")
