@@ -20,23 +20,13 @@ import argparse
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from driftrec_jax import data  # noqa: E402
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        info = dict(l.split(":", 1) for l in out.splitlines() if ":" in l)
-        return f"{info['Model name'].strip()}, {os.cpu_count()} logical CPUs"
-    except Exception:  # noqa: BLE001 - best effort description
-        return f"{platform.processor()}, {os.cpu_count()} logical CPUs"
+from machine_info import machine  # noqa: E402
 
 
 def parse_case(case: str) -> dict:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 
 import jax
@@ -30,18 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from driftrec_jax.networks import count_params, make_network
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-        cpus = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("CPU(s)"))
-        name = f"{name}, {cpus} CPUs"
-    except Exception:  # noqa: BLE001 - best effort description
-        name = platform.processor()
-    device = jax.devices()[0]
-    return f"{name}; {device.device_kind} ({jax.default_backend()}), jax {jax.__version__}"
+from machine_info import machine
 
 
 def available_bytes() -> float:

@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -39,18 +38,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine_info import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SDE = {"name": "ouve", "gamma": 1.0, "sigma_min": 0.01, "sigma_max": 1.0}
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - best effort description
-        name = platform.processor()
-    return f"{name}, {os.cpu_count()} logical CPUs"
 
 
 @contextlib.contextmanager

@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import time
 
 import jax
 import numpy as np
 
 from driftrec_jax import config_lib, models, parallel, train_lib
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - best effort description
-        name = platform.processor()
-    devices = jax.devices()
-    return f"{name}; {len(devices)} × {devices[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}"
+from machine_info import machine
 
 
 def bench_case(network: str, size: int, batch: int, repeats: int, variant: str = "score") -> dict:

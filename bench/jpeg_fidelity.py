@@ -20,8 +20,6 @@ import glob
 import io
 import json
 import os
-import platform
-import subprocess
 import time
 
 import jax
@@ -30,18 +28,9 @@ import numpy as np
 from PIL import Image
 
 from driftrec_jax import jpeg
+from machine_info import machine
 
 PIL_SUBSAMPLING = {"4:4:4": 0, "4:2:0": 2}
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next(l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name"))
-    except Exception:  # noqa: BLE001 - best effort description
-        name = platform.processor()
-    d = jax.devices()[0]
-    return f"{name}; {d.device_kind} ({jax.default_backend()}), jax {jax.__version__}"
 
 
 def load_photos(kodak: str) -> dict[str, np.ndarray]:
