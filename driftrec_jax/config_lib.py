@@ -172,6 +172,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_images = 8
     c.train.eval_quality = 10
     c.train.num_sample_images = 4
+    # A model file or workdir whose weights a new run starts from (parameters and EMA; fresh
+    # optimiser, step 0). Ignored when the workdir already has a checkpoint to resume.
+    c.train.init_from = ""
 
     c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "em"

@@ -3,7 +3,9 @@
     python train.py --config configs/small_ouve.py --workdir workdirs/small_ouve [--config.FIELD=VALUE ...]
 
 Resumes from the workdir's latest checkpoint by itself (parameters, EMA, optimiser state, step,
-RNG and data position). Writes to the workdir:
+RNG and data position). A new workdir can start from trained weights instead of random ones with
+``--config.train.init_from=MODEL.msgpack`` (fine-tuning, or continuing a released model whose
+checkpoints are gone): parameters and EMA start from those weights, the optimiser afresh. Writes to the workdir:
 
   checkpoints/     orbax checkpoints (last ``train.keep_checkpoints``)
   model.msgpack    the EMA weights + model description, for `driftrec restore --checkpoint`
@@ -144,6 +146,10 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
         start = int(meta["step"])
         if main:
             print(f"resuming from step {start} in {workdir}", file=sys.stderr)
+    elif config.train.init_from:
+        state = _warm_start(state, config.train.init_from, spec, tx, mesh)
+        if main:
+            print(f"starting from the weights in {config.train.init_from}", file=sys.stderr)
     if main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
@@ -213,6 +219,19 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
     return state
 
 
+def _warm_start(state, path: str, spec: dict, tx, mesh):
+    """``state`` with parameters and EMA both set to the weights of a model file (or workdir), and a
+    fresh optimiser state; the step stays 0, so the learning-rate warm-up runs again."""
+    _, params, file_spec = models.load_model(path)
+    mine = {k: v for k, v in spec.items() if k != "dtype"}
+    theirs = {k: v for k, v in file_spec.items() if k != "dtype"}
+    if json.dumps(mine, sort_keys=True, default=list) != json.dumps(theirs, sort_keys=True, default=list):
+        raise models.ModelLoadError(
+            f"{path} holds a different model than the config describes: {theirs} vs {mine}")
+    params = jax.device_put(params, parallel.replicated(mesh))
+    return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+
+
 def _validate(task, params, config, step: int, logger) -> None:
     """PSNR / SSIM / LPIPS of EMA restorations on the first images of ``train.eval_folder``."""
     from . import evaluate
@@ -240,6 +259,9 @@ def main_with_overrides(config_name: str, workdir: str, overrides: list[str]) ->
     except TrainingDiverged as err:
         print(f"driftrec train: {err}", file=sys.stderr)
         return 3
+    except models.ModelLoadError as err:
+        print(f"driftrec train: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -290,3 +290,34 @@ def test_every_shipped_config_loads_and_the_small_ones_share_their_setup():
         config_lib.load_config("small_regression"),
         config_lib.parse_overrides(["--config.train.num_steps=7", "--config.data.source", "elsewhere"]))
     assert (overridden.train.num_steps, overridden.data.source) == (7, "elsewhere")
+
+
+def test_a_new_run_can_start_from_a_model_file(image_folder, tmp_path, capsys):
+    c = _tiny_config(image_folder, mini=True, num_steps=2, checkpoint_every=2, sample_every=0)
+    task = models.task_from_config(c)
+    start = models.random_params(task, seed=7)  # stands in for a trained model
+    models.save_model(str(tmp_path / "start.msgpack"), models.model_spec(c), start)
+    c.train.init_from = str(tmp_path / "start.msgpack")
+    state = train(c, str(tmp_path / "warm"), progress=False)
+    assert "starting from the weights in" in capsys.readouterr().err
+    # Two Adam(W) steps from fresh moments move each weight by about lr each (a little more with
+    # weight decay): the run began at the file's weights, not at a random initialisation (O(0.1) away).
+    bound = 3 * c.optim.lr
+    moved = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+             for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(start))]
+    assert max(moved) <= bound and max(moved) > 0
+    for a, b in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(start)):
+        assert float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) <= bound
+    # A file of another model is refused in one line, before any step.
+    reg = _tiny_config(image_folder, mini=True)
+    reg.model.variant = "regression"
+    models.save_model(str(tmp_path / "other.msgpack"), models.model_spec(reg),
+                      models.random_params(models.task_from_config(reg)))
+    from driftrec_jax import train_cli
+
+    code = train_cli.main_with_overrides(
+        "tiny_test", str(tmp_path / "refused"),
+        [f"--config.data.source={image_folder}", f"--config.train.init_from={tmp_path / 'other.msgpack'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "different model" in err and len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "refused" / "checkpoints" / "2")
