@@ -135,19 +135,23 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
     if config.train.checkpoint_every % k or config.train.num_steps % k:
         raise ValueError("train.checkpoint_every and train.num_steps must be multiples of train.steps_per_call")
 
+    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
+                                      config.train.async_checkpoints)
+    warm = None
+    if manager.latest_step() is None and config.train.init_from:
+        warm = _read_init_weights(config.train.init_from, spec)  # before compiling anything: fails fast
     init = jax.jit(lambda key: train_lib.create_train_state(task, tx, key, config.data.crop_size),
                    out_shardings=parallel.replicated(mesh))
     state = init(jax.random.PRNGKey(config.train.seed))
-    manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
-                                      config.train.async_checkpoints)
     start = 0
     if manager.latest_step() is not None:
         state, meta = checkpoint.restore(manager, state)
         start = int(meta["step"])
         if main:
             print(f"resuming from step {start} in {workdir}", file=sys.stderr)
-    elif config.train.init_from:
-        state = _warm_start(state, config.train.init_from, spec, tx, mesh)
+    elif warm is not None:
+        params = jax.device_put(warm, parallel.replicated(mesh))
+        state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
         if main:
             print(f"starting from the weights in {config.train.init_from}", file=sys.stderr)
     if main:
@@ -219,17 +223,17 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
     return state
 
 
-def _warm_start(state, path: str, spec: dict, tx, mesh):
-    """``state`` with parameters and EMA both set to the weights of a model file (or workdir), and a
-    fresh optimiser state; the step stays 0, so the learning-rate warm-up runs again."""
+def _read_init_weights(path: str, spec: dict):
+    """The weights of a model file (or workdir) for ``train.init_from``, checked to be the model
+    ``spec`` describes (the compute dtype may differ). A run started from them gets them as
+    parameters and EMA, a fresh optimiser state and step 0 (so the warm-up runs again)."""
     _, params, file_spec = models.load_model(path)
     mine = {k: v for k, v in spec.items() if k != "dtype"}
     theirs = {k: v for k, v in file_spec.items() if k != "dtype"}
     if json.dumps(mine, sort_keys=True, default=list) != json.dumps(theirs, sort_keys=True, default=list):
         raise models.ModelLoadError(
             f"{path} holds a different model than the config describes: {theirs} vs {mine}")
-    params = jax.device_put(params, parallel.replicated(mesh))
-    return state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+    return params
 
 
 def _validate(task, params, config, step: int, logger) -> None:
