@@ -115,6 +115,24 @@ def test_tables_have_jpeg_row_and_one_row_per_checkpoint_setting_protocol(setup,
         assert all(np.isfinite(r[k]) for k in ("ssim", "psnr", "psnrb", "lpips", "bef"))
 
 
+def test_readme_table_script_lists_every_row_in_order(first_run):
+    spec = importlib.util.spec_from_file_location(
+        "readme_eval_table", os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "readme_eval_table.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    lines = script.table(first_run["rows"]).splitlines()[2:]
+    assert len(lines) == len(first_run["rows"]) == 12
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    # Sets and qualities in the evaluation's order; JPEG, then the baseline, then DriftRec.
+    assert [c[:3] for c in cells[:6]] == [["colour", "10", "JPEG"], ["colour", "10", "reg"], ["colour", "10", "ouve EM 2"],
+                                          ["colour", "double 10 then 30", "JPEG"], ["colour", "double 10 then 30", "reg"],
+                                          ["colour", "double 10 then 30", "ouve EM 2"]]
+    row = next(r for r in first_run["rows"] if (r["dataset"], r["protocol"], r["method"]) == ("colour", "q10", "ouve"))
+    assert cells[2][3:] == [f"{row['nfe']:.0f}", f"{row['psnr']:.2f}", f"{row['ssim']:.3f}", f"{row['psnrb']:.2f}",
+                            f"{100 * row['lpips']:.1f}", f"{1e4 * row['bef']:.1f}", f"{row['seconds']:.1f}"]
+    assert cells[0][3] == "" and cells[0][-1] == ""  # the JPEG has no NFE and no time
+
+
 def test_jpeg_row_equals_metrics_of_the_evaluation_pairs(setup, first_run):
     pairs = list(data.eval_pairs(setup["rgb"], qualities=(10,)))
     want = np.mean([float(M.psnr(p["jpeg"], p["clean"])) for p in pairs])

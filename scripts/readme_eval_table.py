@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Print README's combined evaluation table from the results.json of `driftrec evaluate --out DIR`.
+
+    python scripts/readme_eval_table.py eval/bundled/results.json
+
+One row per set x quality x method (JPEG, Regression, DDRM-JPEG, DriftRec EM / ODE), in the order
+of the sets and qualities of the evaluation; `driftrec evaluate` itself writes one table per
+set and quality (results.md).
+"""
+
+import argparse
+import json
+
+ORDER = ("jpeg", "regression", "ddrm", "em", "ode", "other")
+
+
+def label(row: dict) -> tuple[str, str]:
+    """(order key, README method name) of a results.json row."""
+    setting = row.get("setting") or ""
+    if row["kind"] == "jpeg":
+        return "jpeg", "JPEG"
+    if row["kind"] == "regression":
+        return "regression", row["method"]
+    if setting.startswith("ddrm"):
+        return "ddrm", f"DDRM-JPEG {setting.split(':')[1]} (non-blind)"
+    if setting.startswith("em"):
+        return "em", f"{row['method']} EM {setting.split(':')[1]}"
+    if setting.startswith("ode"):
+        return "ode", f"{row['method']} ODE {setting.split(':')[1]}"
+    return "other", f"{row['method']} {setting}".strip()
+
+
+def table(rows: list[dict]) -> str:
+    sets = list(dict.fromkeys(r["dataset"] for r in rows))
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+
+    def key(r):
+        return sets.index(r["dataset"]), protocols.index(r["protocol"]), ORDER.index(label(r)[0])
+
+    out = ["| set | QF | method | NFE | PSNR ↑ | SSIM ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ | s/img |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=key):
+        jpeg = r["kind"] == "jpeg"
+        nfe = "" if jpeg else f"{r['nfe']:.0f}"
+        secs = "" if jpeg else f"{r['seconds']:.1f}"
+        qf = r["protocol_label"].replace("QF ", "")
+        out.append(f"| {r['dataset']} | {qf} | {label(r)[1]} | {nfe} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                   f"{r['psnrb']:.2f} | {100 * r['lpips']:.1f} | {1e4 * r['bef']:.1f} | {secs} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="results.json files of `driftrec evaluate` (rows are concatenated)")
+    args = parser.parse_args()
+    rows = []
+    for path in args.results:
+        with open(path, encoding="utf-8") as f:
+            rows += json.load(f)["rows"]
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
