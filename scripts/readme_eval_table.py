@@ -26,7 +26,8 @@ def label(row: dict) -> tuple[str, str]:
     if setting.startswith("em"):
         return "em", f"{row['method']} EM {setting.split(':')[1]}"
     if setting.startswith("ode"):
-        return "ode", f"{row['method']} ODE {setting.split(':')[1]}"
+        tol = f"{float(setting.split(':')[1]):.0e}".replace("e-0", "e-")  # 0.001 -> 1e-3
+        return "ode", f"{row['method']} ODE {tol}"
     return "other", f"{row['method']} {setting}".strip()
 
 
