@@ -137,21 +137,20 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
 
     manager = checkpoint.make_manager(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
                                       config.train.async_checkpoints)
+    latest = manager.latest_step()
     warm = None
-    if manager.latest_step() is None and config.train.init_from:
+    if latest is None and config.train.init_from:
         warm = _read_init_weights(config.train.init_from, spec)  # before compiling anything: fails fast
-    init = jax.jit(lambda key: train_lib.create_train_state(task, tx, key, config.data.crop_size),
+    init = jax.jit(lambda key, params: train_lib.create_train_state(task, tx, key, config.data.crop_size, params),
                    out_shardings=parallel.replicated(mesh))
-    state = init(jax.random.PRNGKey(config.train.seed))
+    state = init(jax.random.PRNGKey(config.train.seed), warm)
     start = 0
-    if manager.latest_step() is not None:
+    if latest is not None:
         state, meta = checkpoint.restore(manager, state)
         start = int(meta["step"])
         if main:
             print(f"resuming from step {start} in {workdir}", file=sys.stderr)
     elif warm is not None:
-        params = jax.device_put(warm, parallel.replicated(mesh))
-        state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
         if main:
             print(f"starting from the weights in {config.train.init_from}", file=sys.stderr)
     if main:

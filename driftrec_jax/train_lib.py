@@ -90,9 +90,11 @@ def learning_rate(cfg, step):
     return jnp.asarray(cfg.lr)
 
 
-def create_train_state(task: Task, tx, key, image_size: int = 32) -> TrainState:
+def create_train_state(task: Task, tx, key, image_size: int = 32, params=None) -> TrainState:
+    """A step-0 state: random parameters, or the given ones (a warm start); EMA = parameters."""
     key_init, key_rng = jax.random.split(key)
-    params = task.init_params(key_init, image_size)
+    if params is None:
+        params = task.init_params(key_init, image_size)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
