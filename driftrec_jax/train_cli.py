@@ -144,13 +144,14 @@ def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
     init = jax.jit(lambda key, params: train_lib.create_train_state(task, tx, key, config.data.crop_size, params),
                    out_shardings=parallel.replicated(mesh))
     state = init(jax.random.PRNGKey(config.train.seed), warm)
+    del warm  # the state holds them now: no second copy of the weights kept for the whole run
     start = 0
     if latest is not None:
         state, meta = checkpoint.restore(manager, state)
         start = int(meta["step"])
         if main:
             print(f"resuming from step {start} in {workdir}", file=sys.stderr)
-    elif warm is not None:
+    elif config.train.init_from:
         if main:
             print(f"starting from the weights in {config.train.init_from}", file=sys.stderr)
     if main:
