@@ -366,3 +366,51 @@ def test_central_crop_protocol(setup, tmp_path):
     assert row["psnr"] == pytest.approx(np.mean([float(M.psnr(p["jpeg"], p["clean"]))
                                                  for p in data.eval_pairs(setup["rgb"], qualities=(10,), crop=32)]), abs=1e-4)
     assert "central 32² crops" in open(tmp_path / "o" / "results.md").read()
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trajectory_diagnostic(setup, capsys):
+    """scripts/trajectory_diagnostic.py: its Euler-Maruyama run is the sampler's (same output for
+    the same seed), it reports at the first and last grid times, its high-pass ratio measures
+    grain, and bad input is one line."""
+    from driftrec_jax import samplers
+    from driftrec_jax.score import make_score_fn
+
+    script = _script("trajectory_diagnostic")
+    task, params, _ = models.load_model(setup["score"])
+    x0 = np.asarray(E.center_crops(setup["rgb"], 2, 32), np.float32) / 255
+    y = np.stack([np.asarray(data.jpeg_roundtrip(np.round(x * 255).astype(np.uint8), 10)) for x in x0]).astype(np.float32) / 255
+    reports, out = script.trajectory(task, params, x0, y, steps=3, eps=0.03, seed=5, reports=2)
+    want, _ = samplers.sample(lambda x, yy, t: make_score_fn(task.apply, task.sde)(params, x, yy, t), task.sde,
+                              y, jax.random.PRNGKey(5), sampler="em", steps=3, eps=0.03)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(want), atol=2e-5)
+    assert [round(r[0], 4) for r in reports] == [1.0, 0.03]
+    assert reports[0][1] == pytest.approx(float(task.sde.std(1.0)))
+    assert all(r[2].shape == r[3].shape == x0.shape for r in reports)
+
+    rng = np.random.default_rng(0)
+    assert script.high_pass_ratio(x0, x0) == pytest.approx(1.0)
+    assert script.high_pass_ratio(x0 + 0.05 * rng.normal(size=x0.shape), x0) > 1.2
+    smooth = (x0 + np.roll(x0, 1, axis=1) + np.roll(x0, 1, axis=2)) / 3
+    assert script.high_pass_ratio(smooth, x0) < 0.9
+
+    script.main([setup["rgb"], "--checkpoint", setup["score"], "--crop", "32", "--steps", "3",
+                 "--reports", "2", "--max-images", "2", "--quality", "10"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(setup["rgb"]) and "EM 3 steps" in lines[0]
+    assert [ln.split("|")[0].strip() for ln in lines[1:]] == [
+        "t = 1.000, sigma = 1.0000", "sampler", "forward", "t = 0.030, sigma = 0.0061", "sampler", "forward",
+        "sampler output", "JPEG"]
+    with pytest.raises(SystemExit, match="no validation images|not found|No such"):
+        script.main([str(setup["root"] / "missing"), "--checkpoint", setup["score"]])
+    with pytest.raises(SystemExit, match="regression baseline"):
+        script.main([setup["rgb"], "--checkpoint", setup["reg"], "--crop", "32"])
+    with pytest.raises(SystemExit):
+        script.main([setup["rgb"], "--quality", "101"])

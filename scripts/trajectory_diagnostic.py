@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Where along the reverse SDE does a DriftRec model's texture appear?
+
+    python scripts/trajectory_diagnostic.py ../shared/data/val/mcmaster18 --quality 30
+
+For central crops of the first images of a folder, compressed with Pillow at one quality, this
+prints, at several times t of an Euler-Maruyama run (the authors' grid, as `driftrec restore`):
+
+- ``sampler``: the denoised estimate x̂0 = (x_t + σ_t² S − (1 − a_t) y) / a_t (Tweedie) of the
+  sampler's own state x_t;
+- ``forward``: the same estimate from the *true* forward marginal x_t = a_t x0 + (1 − a_t) y + σ_t z,
+
+each as mean LPIPS ×100 and PSNR against the original, and ``hp``: the standard deviation of the
+3×3 high-pass (image minus its 3×3 box mean) relative to the original's (1.0 = as much
+pixel-scale variation as the original; above 1 = added grain). The last rows are the sampler's
+output (colour-corrected, as `driftrec restore`) and the JPEG.
+
+A network whose ``forward`` rows are clean while its ``sampler`` rows carry grain denoises well
+but drifts off the marginals on the way down: more sampler steps, not more training at small t,
+is what reduces that part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+
+
+def high_pass_ratio(x, x0) -> float:
+    """std of x − box3(x) over std of x0 − box3(x0), pooled over the batch (NHWC arrays)."""
+    import numpy as np
+    from scipy.ndimage import uniform_filter
+
+    def hp(a):
+        a = np.asarray(a, np.float64)
+        return (a - uniform_filter(a, size=(1, 3, 3, 1)))[:, 1:-1, 1:-1]
+
+    return float(hp(x).std() / hp(x0).std())
+
+
+def trajectory(task, params, x0, y, *, steps: int, eps: float = 0.03, seed: int = 0, reports: int = 8):
+    """Run Euler-Maruyama exactly as `samplers.sample(..., sampler="em")` with key
+    PRNGKey(seed), and return ([(t, σ_t, x̂0 of the sampler's x_t, x̂0 of a true-marginal x_t)
+    at `reports` times], the colour-corrected, clipped output). Batches are NHWC in [0, 1]."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from driftrec_jax import samplers
+    from driftrec_jax.score import make_score_fn
+
+    sde, n = task.sde, x0.shape[0]
+    score = jax.jit(make_score_fn(task.apply, sde))
+
+    def tweedie(x, t):
+        tb = jnp.full((n,), t, jnp.float32)
+        a = sde.mean_coeff(tb)[:, None, None, None]
+        s = sde.std(tb)[:, None, None, None]
+        return (x + s**2 * score(params, x, y, tb) - (1.0 - a) * y) / a
+
+    dt = 1.0 / steps
+
+    @jax.jit
+    def em_step(x, t, k):
+        tb = jnp.full((n,), t, jnp.float32)
+        x_mean = x - sde.reverse_drift(x, y, tb, score(params, x, y, tb)) * dt
+        return x_mean + sde.diffusion(tb)[:, None, None, None] * jnp.sqrt(dt) * jax.random.normal(k, x.shape), x_mean
+
+    # The same key use as samplers.euler_maruyama, so the output is the sampler's.
+    key = jax.random.PRNGKey(seed)
+    key_prior, key_steps = jax.random.split(key)
+    key_fwd = jax.random.fold_in(key, 1)
+    x = sde.prior_sample(key_prior, y)
+    keys = jax.random.split(key_steps, steps)
+    ts = jnp.linspace(1.0, eps, steps)
+    report_at = set(np.linspace(0, steps - 1, reports).round().astype(int).tolist())
+    out, x_mean = [], x
+    for i in range(steps):
+        t = ts[i]
+        if i in report_at:
+            tb = jnp.full((n,), t, jnp.float32)
+            mean, std = sde.marginal(x0, y, tb)
+            x_fwd = mean + std * jax.random.normal(jax.random.fold_in(key_fwd, i), x0.shape)
+            out.append((float(t), float(sde.std(t)), tweedie(x, t), tweedie(x_fwd, t)))
+        x, x_mean = em_step(x, t, keys[i])
+    return out, jnp.clip(samplers.color_correct(x_mean, y), 0.0, 1.0)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", help="folder of original images (sorted; the first --max-images are used)")
+    p.add_argument("--checkpoint", default=None, help="model file or training workdir (default: the bundled model)")
+    p.add_argument("--quality", type=int, default=30, help="JPEG quality (Pillow, 4:2:0; default 30)")
+    p.add_argument("--max-images", type=int, default=3, help="images used (default 3)")
+    p.add_argument("--crop", type=int, default=128, help="central crop size in pixels (default 128)")
+    p.add_argument("--steps", type=int, default=100, help="Euler-Maruyama steps (default 100, the paper's)")
+    p.add_argument("--eps", type=float, default=0.03, help="last time of the sampler (default 0.03)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--reports", type=int, default=8, help="how many times along the run to report (default 8)")
+    args = p.parse_args(argv)
+    if not 0 <= args.quality <= 100:
+        p.error(f"--quality must be in 0..100, got {args.quality}")
+    if args.steps < 1 or args.reports < 1 or args.max_images < 1 or args.crop < 8:
+        p.error("--steps, --reports and --max-images must be positive and --crop at least 8")
+
+    import jax.numpy as jnp
+    import numpy as np
+    from PIL import Image
+
+    from driftrec_jax import metrics
+    from driftrec_jax.evaluate import center_crops
+    from driftrec_jax.models import bundled_model_path, load_model
+
+    from driftrec_jax.models import ModelLoadError
+
+    try:
+        task, params, _ = load_model(args.checkpoint or bundled_model_path())
+        originals = center_crops(args.folder, args.max_images, args.crop)
+    except (ModelLoadError, OSError, ValueError) as e:
+        raise SystemExit(f"trajectory_diagnostic: {e}")
+    if task.sde is None:
+        raise SystemExit("trajectory_diagnostic: the model is a regression baseline, not a DriftRec score model")
+
+    def jpeg(a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "JPEG", quality=args.quality)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    x0 = jnp.asarray(originals, jnp.float32) / 255.0
+    y = jnp.asarray(np.stack([jpeg(a) for a in originals]), jnp.float32) / 255.0
+
+    def row(name, x):
+        x = jnp.clip(x, 0.0, 1.0)
+        lp = float(np.mean(np.asarray(metrics.lpips(x, x0)))) * 100
+        ps = float(np.mean(np.asarray(metrics.psnr(x, x0))))
+        return f"{name:>26s} | LPIPS {lp:5.1f} | PSNR {ps:5.2f} | hp {high_pass_ratio(x, x0):4.2f}"
+
+    print(f"{args.folder}: {x0.shape[0]} crops of {args.crop}², JPEG quality {args.quality}, "
+          f"EM {args.steps} steps, seed {args.seed}")
+    reports, output = trajectory(task, params, x0, y, steps=args.steps, eps=args.eps,
+                                 seed=args.seed, reports=args.reports)
+    for t, sigma, from_sampler, from_forward in reports:
+        print(f"t = {t:.3f}, sigma = {sigma:.4f}")
+        print(row("sampler", from_sampler))
+        print(row("forward", from_forward))
+    print(row("sampler output", output))
+    print(row("JPEG", y))
+
+
+if __name__ == "__main__":
+    main()
