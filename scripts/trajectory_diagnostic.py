@@ -11,13 +11,15 @@ prints, at several times t of an Euler-Maruyama run (the authors' grid, as `drif
 - ``forward``: the same estimate from the *true* forward marginal x_t = a_t x0 + (1 − a_t) y + σ_t z,
 
 each as mean LPIPS ×100 and PSNR against the original, and ``hp``: the standard deviation of the
-3×3 high-pass (image minus its 3×3 box mean) relative to the original's (1.0 = as much
-pixel-scale variation as the original; above 1 = added grain). The last rows are the sampler's
-output (colour-corrected, as `driftrec restore`) and the JPEG.
+3×3 high-pass (image minus its 3×3 box mean) relative to the original's, pooled over the crops
+(1.0 = as much pixel-scale variation as the original). The last rows are the sampler's output
+(colour-corrected and clipped, the same images as `samplers.sample` with PRNGKey(seed)) and the
+JPEG.
 
-A network whose ``forward`` rows are clean while its ``sampler`` rows carry grain denoises well
-but drifts off the marginals on the way down: more sampler steps, not more training at small t,
-is what reduces that part.
+``forward`` rows say how well the network denoises when its input holds the truth at that noise
+level; ``sampler`` rows say when the sampler commits to its content: once they stop changing,
+the later steps only refine what is there. Run it with several ``--steps`` to see how much of
+a model's error is the discretisation's.
 """
 
 from __future__ import annotations
