@@ -108,8 +108,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              + " (default: %(default)s)")
     parser.add_argument("--steps", type=_positive_int, default=None,
                         help="time steps of em (1 network evaluation each) and heun (2 each), "
-                             f"ignored by ode (default {DEFAULT_STEPS}); DDRM steps from t = 285 "
-                             f"(default {DDRM_DEFAULT_STEPS})")
+                             f"ignored by ode (default {DEFAULT_STEPS}, the paper's); fewer em steps "
+                             "leave grain, so to save time use --sampler ode instead; DDRM steps from "
+                             f"t = 285 (default {DDRM_DEFAULT_STEPS})")
     parser.add_argument("--eps", type=_unit_float, default=DEFAULT_EPS,
                         help="last time ε the samplers integrate down to (default: %(default)s)")
     parser.add_argument("--tol", type=_positive_float, default=DEFAULT_TOL,
