@@ -156,6 +156,16 @@ class DriftSDE:
         z = jax.random.normal(key, y.shape, dtype)
         return y + self.std(jnp.asarray(self.T, dtype)) * z
 
+    @_jit_method
+    def denoise(self, x, y, t, score) -> Array:
+        """Tweedie's estimate of x0 from x_t given the score value S (an array like x): the mean
+        μ_t = a x0 + (1 − a) y has E[μ_t | x_t] = x_t + σ_t² S, so
+        x̂0 = (x_t + σ_t² S − (1 − a) y) / a (exact for a point mass, tested)."""
+        x = jnp.asarray(x)
+        a = _expand(self.mean_coeff(t), x)
+        var = _expand(self.variance(t), x)
+        return (x + var * jnp.asarray(score) - (1.0 - a) * jnp.asarray(y)) / a
+
     @functools.partial(jax.jit, static_argnums=(0, 5), static_argnames=("probability_flow",))
     def reverse_drift(self, x, y, t, score, probability_flow: bool = False) -> Array:
         """Drift of the reverse-time process at (x, t) given the score value S (an array like x):

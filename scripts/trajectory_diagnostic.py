@@ -6,8 +6,8 @@
 For central crops of the first images of a folder, compressed with Pillow at one quality, this
 prints, at several times t of an Euler-Maruyama run (the authors' grid, as `driftrec restore`):
 
-- ``sampler``: the denoised estimate x̂0 = (x_t + σ_t² S − (1 − a_t) y) / a_t (Tweedie) of the
-  sampler's own state x_t;
+- ``sampler``: Tweedie's denoised estimate x̂0 = (x_t + σ_t² S − (1 − a_t) y) / a_t
+  (`sde.denoise`) of the sampler's own state x_t;
 - ``forward``: the same estimate from the *true* forward marginal x_t = a_t x0 + (1 − a_t) y + σ_t z,
 
 each as mean LPIPS ×100 and PSNR against the original, and ``hp``: the standard deviation of the
@@ -25,7 +25,7 @@ a model's error is the discretisation's.
 from __future__ import annotations
 
 import argparse
-import io
+from functools import partial
 
 
 def high_pass_ratio(x, x0) -> float:
@@ -51,22 +51,18 @@ def trajectory(task, params, x0, y, *, steps: int, eps: float = 0.03, seed: int 
     from driftrec_jax import samplers
     from driftrec_jax.score import make_score_fn
 
-    sde, n = task.sde, x0.shape[0]
+    sde = task.sde
     score = jax.jit(make_score_fn(task.apply, sde))
 
-    def tweedie(x, t):
-        tb = jnp.full((n,), t, jnp.float32)
-        a = sde.mean_coeff(tb)[:, None, None, None]
-        s = sde.std(tb)[:, None, None, None]
-        return (x + s**2 * score(params, x, y, tb) - (1.0 - a) * y) / a
+    def denoise(x, t):
+        return sde.denoise(x, y, t, score(params, x, y, t))
 
     dt = 1.0 / steps
 
     @jax.jit
-    def em_step(x, t, k):
-        tb = jnp.full((n,), t, jnp.float32)
-        x_mean = x - sde.reverse_drift(x, y, tb, score(params, x, y, tb)) * dt
-        return x_mean + sde.diffusion(tb)[:, None, None, None] * jnp.sqrt(dt) * jax.random.normal(k, x.shape), x_mean
+    def em_step(x, t, k):  # one step of samplers.euler_maruyama, keeping the state for reports
+        x_mean = x - samplers.reverse_drift(partial(score, params), sde, x, y, t) * dt
+        return x_mean + sde.diffusion(t) * jnp.sqrt(dt) * jax.random.normal(k, x.shape), x_mean
 
     # The same key use as samplers.euler_maruyama, so the output is the sampler's.
     key = jax.random.PRNGKey(seed)
@@ -80,10 +76,9 @@ def trajectory(task, params, x0, y, *, steps: int, eps: float = 0.03, seed: int 
     for i in range(steps):
         t = ts[i]
         if i in report_at:
-            tb = jnp.full((n,), t, jnp.float32)
-            mean, std = sde.marginal(x0, y, tb)
+            mean, std = sde.marginal(x0, y, t)
             x_fwd = mean + std * jax.random.normal(jax.random.fold_in(key_fwd, i), x0.shape)
-            out.append((float(t), float(sde.std(t)), tweedie(x, t), tweedie(x_fwd, t)))
+            out.append((float(t), float(std), denoise(x, t), denoise(x_fwd, t)))
         x, x_mean = em_step(x, t, keys[i])
     return out, jnp.clip(samplers.color_correct(x_mean, y), 0.0, 1.0)
 
@@ -107,13 +102,11 @@ def main(argv=None) -> None:
 
     import jax.numpy as jnp
     import numpy as np
-    from PIL import Image
 
     from driftrec_jax import metrics
+    from driftrec_jax.data import jpeg_roundtrip
     from driftrec_jax.evaluate import center_crops
-    from driftrec_jax.models import bundled_model_path, load_model
-
-    from driftrec_jax.models import ModelLoadError
+    from driftrec_jax.models import ModelLoadError, bundled_model_path, load_model
 
     try:
         task, params, _ = load_model(args.checkpoint or bundled_model_path())
@@ -123,13 +116,8 @@ def main(argv=None) -> None:
     if task.sde is None:
         raise SystemExit("trajectory_diagnostic: the model is a regression baseline, not a DriftRec score model")
 
-    def jpeg(a):
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, "JPEG", quality=args.quality)
-        return np.asarray(Image.open(buf).convert("RGB"))
-
     x0 = jnp.asarray(originals, jnp.float32) / 255.0
-    y = jnp.asarray(np.stack([jpeg(a) for a in originals]), jnp.float32) / 255.0
+    y = jnp.asarray(np.stack([jpeg_roundtrip(a, args.quality) for a in originals]), jnp.float32) / 255.0
 
     def row(name, x):
         x = jnp.clip(x, 0.0, 1.0)

@@ -58,6 +58,14 @@ def _tiny_model(path, variant):
     return str(path)
 
 
+def _script(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
@@ -116,11 +124,7 @@ def test_tables_have_jpeg_row_and_one_row_per_checkpoint_setting_protocol(setup,
 
 
 def test_readme_table_script_lists_every_row_in_order(first_run):
-    spec = importlib.util.spec_from_file_location(
-        "readme_eval_table", os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", "readme_eval_table.py"))
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    lines = script.table(first_run["rows"]).splitlines()[2:]
+    lines = _script("readme_eval_table").table(first_run["rows"]).splitlines()[2:]
     assert len(lines) == len(first_run["rows"]) == 12
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     # Sets and qualities in the evaluation's order; JPEG, then the baseline, then DriftRec.
@@ -368,14 +372,6 @@ def test_central_crop_protocol(setup, tmp_path):
     assert "central 32² crops" in open(tmp_path / "o" / "results.md").read()
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_trajectory_diagnostic(setup, capsys):
     """scripts/trajectory_diagnostic.py: its Euler-Maruyama run is the sampler's (same output for
     the same seed), it reports at the first and last grid times, its high-pass ratio measures
@@ -385,11 +381,12 @@ def test_trajectory_diagnostic(setup, capsys):
 
     script = _script("trajectory_diagnostic")
     task, params, _ = models.load_model(setup["score"])
-    x0 = np.asarray(E.center_crops(setup["rgb"], 2, 32), np.float32) / 255
-    y = np.stack([np.asarray(data.jpeg_roundtrip(np.round(x * 255).astype(np.uint8), 10)) for x in x0]).astype(np.float32) / 255
+    crops = E.center_crops(setup["rgb"], 2, 32)
+    x0 = crops.astype(np.float32) / 255
+    y = np.stack([data.jpeg_roundtrip(c, 10) for c in crops]).astype(np.float32) / 255
     reports, out = script.trajectory(task, params, x0, y, steps=3, eps=0.03, seed=5, reports=2)
-    want, _ = samplers.sample(lambda x, yy, t: make_score_fn(task.apply, task.sde)(params, x, yy, t), task.sde,
-                              y, jax.random.PRNGKey(5), sampler="em", steps=3, eps=0.03)
+    want, _ = samplers.make_sampler(make_score_fn(task.apply, task.sde), task.sde, sampler="em", steps=3,
+                                    eps=0.03)(params, y, jax.random.PRNGKey(5))
     np.testing.assert_allclose(np.asarray(out), np.asarray(want), atol=2e-5)
     assert [round(r[0], 4) for r in reports] == [1.0, 0.03]
     assert reports[0][1] == pytest.approx(float(task.sde.std(1.0)))

@@ -253,7 +253,7 @@ def test_variance_solves_its_ode(name, closed_form):
 @pytest.mark.parametrize("name", NAMES)
 def test_reverse_drifts_on_a_point_mass(name):
     """For x0 fixed, p_t = N(μ_t, σ_t²) and S = −(x − μ_t)/σ_t². Each level set x = μ_t + σ_t z moves
-    with the probability-flow drift; the reverse-SDE drift adds −½ g² S."""
+    with the probability-flow drift; the reverse-SDE drift adds −½ g² S; `denoise` returns x0."""
     sde = get_sde(name)
     with jax.enable_x64(True):
         key = jax.random.key(0)
@@ -274,6 +274,8 @@ def test_reverse_drifts_on_a_point_mass(name):
         sde_drift = sde.reverse_drift(x, y, t, score)
         g2 = sde.diffusion(t)[:, None, None, None] ** 2
         np.testing.assert_allclose(sde_drift, ode - 0.5 * g2 * score, rtol=1e-10, atol=1e-12)
+        # Tweedie's estimate recovers the point mass.
+        np.testing.assert_allclose(sde.denoise(x, y, t, score), x0, rtol=1e-9, atol=1e-10)
 
 
 # --------------------------------------------------------------------------------------------
