@@ -127,6 +127,16 @@ class DriftSDE:
         return jnp.sqrt(self.variance(t))
 
     @_jit_method
+    def log_snr(self, t) -> Array:
+        """λ(t) = log(a(t)/σ_t), the log signal-to-noise ratio of u = x − y (docs/SAMPLERS.md).
+
+        With y fixed, u = x − y obeys du = −γF(t) u dt + g(t) dw: a Gaussian diffusion with
+        u_t = a(t) u_0 + σ_t z, so λ falls monotonically in t for every registered schedule and
+        the exponential-integrator samplers step in it."""
+        t = as_time(t)
+        return jnp.log(self.mean_coeff(t)) - jnp.log(self.std(t))
+
+    @_jit_method
     def marginal(self, x0, y, t) -> tuple[Array, Array]:
         """(μ_t, σ_t) of p(x_t | x0, y): μ_t = a x0 + (1 − a) y (image-shaped); σ_t is a scalar
         for scalar t and (B, 1, ..., 1) for t of shape (B,), so x_t = μ_t + σ_t z broadcasts."""
