@@ -445,11 +445,9 @@ def _pairs(folder: str, protocol: Protocol, mode: str, seed: int, max_images: in
 
 
 def _save_png(path: str, img: np.ndarray) -> None:
-    from PIL import Image
+    from .images import save_png
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    u8 = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
-    Image.fromarray(u8[..., 0] if u8.shape[-1] == 1 else u8).save(path)
+    save_png(path, img)
 
 
 def _methods(checkpoints: Sequence[Checkpoint], settings: Sequence[SamplerSetting]):

@@ -24,6 +24,7 @@ user-facing description of all of this, with measured memory and time.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import struct
@@ -39,9 +40,15 @@ from PIL import Image, ImageOps
 __all__ = [
     "ALIGN",
     "ImageReadError",
+    "ImageTooLargeError",
     "LoadedImage",
     "load_image",
+    "probe_image",
+    "ImageHeader",
     "save_image",
+    "save_png",
+    "write_png",
+    "atomic_write",
     "output_path",
     "output_paths",
     "tile_origins",
@@ -58,6 +65,17 @@ ALIGN = 16
 
 class ImageReadError(OSError):
     """A file could not be read as an image (missing, unreadable, corrupt, unsupported format)."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image has more pixels than the allowed limit (`probe_image`); .pixels is its count."""
+
+    def __init__(self, message: str, pixels: int):
+        super().__init__(message)
+        self.pixels = pixels
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -183,6 +201,72 @@ def _cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
     rgb = 1.0 - cmyk[..., :3]
     rgb *= k
     return rgb
+
+
+# Pixel formats `load_image` reads (Pillow modes); anything else is refused.
+READABLE_MODES = frozenset({
+    "1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "YCbCr", "LAB", "HSV", "CMYK",
+    "I;16", "I;16L", "I;16B", "I;16N", "I",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What `probe_image` reads from a file's header: size as stored (before the EXIF
+    orientation), Pillow mode and format name."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1e6:.1f} megapixels"
+
+
+def probe_image(path, max_pixels: int | None = None) -> ImageHeader:
+    """Open a file's header (no pixel data is decoded) and check that `load_image` can read it.
+
+    Raises ImageReadError ("cannot read PATH: reason", one line) when the file is missing, not
+    an image Pillow recognises, of a pixel format `load_image` refuses (READABLE_MODES; 32-bit
+    float), or larger than `max_pixels` (None: Pillow's own limit Image.MAX_IMAGE_PIXELS, which
+    guards against decompression bombs; 0: no limit). Damage in the pixel data is only found
+    by `load_image`.
+    """
+    path = os.fspath(path)
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else (max_pixels or None)
+    saved = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # the size is checked below, with a message that helps
+        with open(path, "rb") as fp, Image.open(fp) as im:
+            head = ImageHeader(int(im.size[0]), int(im.size[1]), im.mode, im.format or "")
+    except FileNotFoundError:
+        raise ImageReadError(f"cannot read {path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"cannot read {path}: is a directory") from None
+    except PermissionError:
+        raise ImageReadError(f"cannot read {path}: permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(f"cannot read {path}: not an image file Pillow recognises") from None
+    except Exception as err:  # Pillow raises many kinds of errors for damaged headers.
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ImageReadError(f"cannot read {path}: damaged or unsupported image ({reason})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+    if head.mode == "F":
+        raise ImageReadError(f"cannot read {path}: 32-bit floating-point images are not supported")
+    if head.mode not in READABLE_MODES:
+        raise ImageReadError(f"cannot read {path}: unsupported pixel format {head.mode}")
+    if limit and head.pixels > limit:
+        raise ImageTooLargeError(
+            f"cannot read {path}: {head.width}x{head.height} is {_megapixels(head.pixels)}, over the limit of "
+            f"{_megapixels(limit)} that guards against decompression bombs", head.pixels)
+    return head
 
 
 def load_image(path) -> LoadedImage:
@@ -341,15 +425,118 @@ def _write_png16(fp, a: np.ndarray, icc_profile: bytes | None) -> None:
     fp.write(_png_chunk(b"IEND", b""))
 
 
-def save_image(path, rgb: np.ndarray, like: LoadedImage) -> Path:
+def _open_temp(folder: Path, name: str):
+    """A new hidden temporary file ``.NAME.XXXXXXXX.tmp`` in `folder`: (binary file, its path).
+    Created with mode 0o666 less the umask, like any new file (not tempfile's 0o600), so the
+    renamed output has the usual permissions. (Its own function so that tests can make it fail.)"""
+    import secrets
+
+    for _ in range(100):
+        tmp = Path(folder) / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        return os.fdopen(fd, "wb"), tmp
+    raise FileExistsError(17, "no free temporary file name", str(folder))
+
+
+def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Give the finished temporary file its name: os.replace, or with overwrite=False a hard
+    link that fails when `path` exists (FileExistsError; no window in which another writer's
+    file could be replaced), falling back to an exists-check and os.replace on file systems
+    without hard links."""
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network shares)
+        if os.path.lexists(path):
+            raise FileExistsError(17, "File exists", str(path)) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path, *, overwrite: bool = True, text: bool = False, newline: str | None = None):
+    """Write a file under a temporary name in its own folder, then rename it into place.
+
+    Yields a file object (binary, or UTF-8 text with `text`). When the block ends normally the
+    data is flushed to disk (fsync) and the file gets its name (os.replace), so readers and
+    interrupted runs only ever see the old file or the complete new one, never a partial one.
+    If the block raises (a full disk, an encoder error, Ctrl-C), the temporary file is removed
+    and nothing is renamed. With overwrite=False an existing `path` is never replaced: the
+    rename raises FileExistsError instead (checked atomically where the file system has hard
+    links). A process killed with SIGKILL may leave the hidden ``.NAME.*.tmp`` file behind,
+    never a truncated NAME. The folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fp, tmp = _open_temp(path.parent, path.name)
+    try:
+        with fp:
+            if text:
+                import io
+
+                with io.TextIOWrapper(fp, encoding="utf-8", newline=newline) as tf:
+                    yield tf
+                    tf.flush()
+                    os.fsync(fp.fileno())
+            else:
+                yield fp
+                fp.flush()
+                os.fsync(fp.fileno())
+        _publish(tmp, path, overwrite)
+    finally:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def write_png(path, pixels: np.ndarray, icc_profile: bytes | None = None, *, overwrite: bool = True) -> Path:
+    """Write integer pixels as a PNG through `atomic_write`: the package's one PNG writer.
+
+    pixels: uint8 or uint16, (H, W) gray or (H, W, C) with C = 2 (gray + alpha), 3 (RGB) or
+    4 (RGBA); uint16 gives a 16-bit PNG. zlib level PNG_COMPRESS_LEVEL. Returns the path.
+    """
+    path = Path(path)
+    a = np.asarray(pixels)
+    if a.dtype not in (np.uint8, np.uint16) or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 2, 3, 4)):
+        raise ValueError(f"write_png: need uint8/uint16 (H, W) or (H, W, 1..4) pixels, got {a.dtype} {a.shape}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    with atomic_write(path, overwrite=overwrite) as fp:
+        if a.dtype == np.uint16:
+            _write_png16(fp, a, icc_profile)
+        else:
+            extra = {"icc_profile": icc_profile} if icc_profile else {}
+            Image.fromarray(a).save(fp, format="PNG", compress_level=PNG_COMPRESS_LEVEL, **extra)
+    return path
+
+
+def save_png(path, image: np.ndarray, *, overwrite: bool = True) -> Path:
+    """Write a float image in [0, 1] ((H, W), (H, W, 1) gray or (H, W, 3) RGB) as an 8-bit PNG
+    (clipped, rounded to nearest) with `write_png`: for figures, sample grids and examples."""
+    x = np.asarray(image, np.float32)
+    planes = np.empty(x.shape, np.uint8)
+    _quantise(x, 8, planes)
+    return write_png(path, planes, overwrite=overwrite)
+
+
+def save_image(path, rgb: np.ndarray, like: LoadedImage, *, overwrite: bool = True) -> Path:
     """Write restored float RGB (H, W, 3) as a PNG in the format of the source `like`.
 
     Always PNG (lossless); values are clipped to [0, 1] and rounded to the nearest level. A
     grayscale source gives a one-channel PNG of the mean of the three restored channels; the
     source's alpha is re-attached unchanged; a 16-bit source gives a 16-bit PNG, anything else
     8 bits; the source's ICC profile is embedded again. The EXIF block is not copied (the
-    orientation has been applied to the pixels). The file is written under a temporary name and
-    renamed, so an interrupted run never leaves a partial PNG. Returns the path written.
+    orientation has been applied to the pixels). Written by `write_png` (atomically; with
+    overwrite=False an existing file raises FileExistsError). Returns the path written.
     """
     path = Path(path)
     rgb = np.asarray(rgb)
@@ -372,20 +559,7 @@ def save_image(path, rgb: np.ndarray, like: LoadedImage) -> Path:
     if planes.shape[2] == 1:
         planes = planes[..., 0]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fp:
-            if bits == 16:
-                _write_png16(fp, planes, like.icc_profile)
-            else:
-                extra = {"icc_profile": like.icc_profile} if like.icc_profile else {}
-                Image.fromarray(planes).save(fp, format="PNG", compress_level=PNG_COMPRESS_LEVEL, **extra)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_png(path, planes, like.icc_profile, overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------------------------

@@ -90,10 +90,10 @@ def save_model(path: str, spec: dict, params: Any, float16: bool = False) -> Non
     """Write a model file: spec + weights (float16 storage when asked; loaded back as float32)."""
     host = jax.tree.map(lambda a: np.asarray(a, np.float16 if float16 and np.issubdtype(np.asarray(a).dtype, np.floating) else None), jax.device_get(params))
     payload = {"format": FORMAT, "spec": json.dumps(spec), "params": serialization.to_state_dict(host)}
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    from .images import atomic_write
+
+    with atomic_write(path) as f:
         f.write(serialization.msgpack_serialize(payload))
-    os.replace(tmp, path)
 
 
 def _read_model_file(path: str) -> tuple[dict, Any]:

@@ -34,6 +34,15 @@ def example_path(out: str, dataset: str, protocol: str, method: str, name: str) 
                         os.path.splitext(name.replace("/", "_"))[0] + ".png")
 
 
+def _savefig(fig, path: str) -> None:
+    """Save a figure as PNG through the package's atomic writer (`images.atomic_write`): a
+    crash mid-write never leaves a truncated plot."""
+    from .images import atomic_write
+
+    with atomic_write(path) as fp:
+        fig.savefig(fp, format="png", dpi=120)
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -88,7 +97,7 @@ def _finish(plt, fig, axes, ticks, xlabel: str, log_base: int, title: str, path:
     axes[1].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _savefig(fig, path)
     plt.close(fig)
 
 
@@ -219,7 +228,7 @@ def example_crops(out: str, rows: Sequence[dict], out_dir: str, crop: int = 96) 
         fig.suptitle(f"{dataset}, {items[0]['protocol_label']}: {name} [{t}:{t + s}, {l}:{l + s}]", fontsize=9)
         fig.tight_layout()
         path = os.path.join(out_dir, f"crops_{_slug(dataset)}_{protocol}.png")
-        fig.savefig(path, dpi=120)
+        _savefig(fig, path)
         plt.close(fig)
         written.append(path)
     return written

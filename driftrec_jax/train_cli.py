@@ -114,9 +114,9 @@ def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
 
 
 def _save_png(path: str, img: np.ndarray) -> None:
-    from PIL import Image
+    from .images import save_png
 
-    Image.fromarray(np.round(img * 255).astype(np.uint8)).save(path)
+    save_png(path, img)
 
 
 def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
