@@ -7,8 +7,9 @@ INPUTs are image files or folders (searched recursively for image extensions). E
 cut into overlapping tiles (`images.restore_images`); the tiles of consecutive images share
 fixed-shape batches that go through one compiled sampler (`samplers.sample`, SPEC §4: EM/Heun
 with N steps to ε, or the probability-flow ODE with Dormand–Prince 5(4) at rtol = atol = --tol,
-k-sample averaging, colour correction); the blended result is written as a PNG next to nothing
-it could overwrite (`images.output_paths`). A regression model file goes down the same path with
+k-sample averaging, colour correction); the blended result is written as a PNG named so that it
+is never an input (`images.output_paths`), atomically (`images.atomic_write`), and replacing an
+existing file only with --overwrite. A regression model file goes down the same path with
 one network pass per tile. With a DDRM ε model (`--method ddrm`, papers 002/003, SPEC §6) every
 tile is restored by `ddrm.make_restorer(...).tiles` with the quantisation tables read from its own
 file (so DDRM inputs must be JPEG files, 4:2:0, 4:4:4 or gray); files are grouped by chroma
@@ -27,9 +28,14 @@ $DRIFTREC_CACHE_DIR, else $XDG_CACHE_HOME/driftrec_jax/jax, else ~/.cache/driftr
 second run with the same model architecture and settings loads the compiled sampler instead of
 compiling it. JAX itself is imported only when a restoration starts (`--help` stays instant).
 
-Exit status: 0 when every image was restored; 1 when some input failed (one line each on stderr,
-``driftrec restore: <path>: <reason>``; the others are still restored); 2 for usage errors (no
-inputs, no images found, missing or unreadable model file, bad tiling options).
+Order of work: every input is opened and checked first (header, size against --max-pixels, pixel
+format) and its output looked up, so bad inputs and existing outputs are reported before the
+model is loaded or anything is compiled (a run left with nothing to do compiles nothing).
+
+Exit status: 0 when every image was restored (or skipped with --skip-existing); 1 when some input
+failed or its output exists (one line each on stderr, ``driftrec restore: <path>: <reason>``; the
+others are still restored); 2 for usage errors (no inputs, no images found, missing or unreadable
+model file, bad tiling options, an output folder that is a file or cannot be written).
 """
 
 from __future__ import annotations
@@ -79,11 +85,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of `driftrec restore` / `python sample.py` to `parser`."""
     parser.description = (
         "Restore JPEG-compressed photos (any size, gray, alpha, 16-bit) with a DriftRec model\n"
-        "and write one PNG per input into OUTDIR. Inputs are never overwritten.")
+        "and write one PNG per input into OUTDIR. No existing file is replaced unless you pass\n"
+        "--overwrite, and input files never are. Every input is checked (header, size, pixel\n"
+        "format) before the model is compiled; outputs are written atomically (no half PNG).")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
-        "exit status: 0 all restored; 1 some input failed (one line each on stderr, the rest\n"
-        "  is restored); 2 usage error.\n"
+        "exit status: 0 all restored (or skipped); 1 some input failed or its output exists\n"
+        "  (one line each on stderr, the rest is restored); 2 usage error.\n"
         "seeds: tile k (row-major) of a file named NAME uses the random key\n"
         "  fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k).\n"
         "compilation cache: $DRIFTREC_CACHE_DIR, else $XDG_CACHE_HOME/driftrec_jax/jax,\n"
@@ -94,7 +102,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"({', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))})")
     parser.add_argument("-o", "--outdir", required=True,
                         help="required: folder for the restored PNGs (created if needed); outputs are "
-                             "named after the inputs and never replace an input file")
+                             "named after the inputs (NAME.png), never replace an input file, and replace "
+                             "another existing file only with --overwrite")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
                         help="a model file (.msgpack) or a training workdir "
                              "(default: the model bundled with the package for --method: a small "
@@ -135,13 +144,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--no-color-correction", dest="color_correction", action="store_false",
                         help="do not shift each colour channel's mean back to the JPEG's "
-                             "(SPEC §4; correction is on by default, per tile)")
+                             "(the DriftRec paper's colour correction; by default it is on, per tile)")
     parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                         help="do not read or write JAX's persistent compilation cache "
                              "(by default it is used, so later runs start faster)")
-    parser.add_argument("--skip-existing", action="store_true",
-                        help="leave inputs whose output PNG already exists alone "
-                             "(default: existing outputs are replaced)")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave inputs whose output PNG already exists alone and count them as "
+                               "skipped, not failed (useful to resume a folder; default: off, see --overwrite)")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace output PNGs that already exist (default: off: an input whose output "
+                               "exists is reported in one line, not restored, and the exit status is 1; "
+                               "input files are never replaced either way)")
+    parser.add_argument("--max-pixels", type=_nonnegative_int, default=None, metavar="N",
+                        help="largest image (width x height) read; larger ones are refused as possible "
+                             "decompression bombs (default: Pillow's limit, Image.MAX_IMAGE_PIXELS, "
+                             "89478485 in Pillow 13; 0: no limit)")
 
 
 def _positive_int(text: str) -> int:
@@ -264,17 +282,6 @@ def _setup_compile_cache(enabled: bool, warn) -> Path | None:
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return path
-
-
-def _image_size(path: str) -> tuple[int, int] | None:
-    """(width, height) from the file header without decoding it; None when unreadable."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # noqa: BLE001 - the real read reports the reason
-        return None
 
 
 def _name_hash(path: str) -> int:
@@ -433,6 +440,37 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from PIL import Image
+
+    saved_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        return _restore(args)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
+
+
+def exists_message(out: Path) -> str:
+    """The one-line reason for an input whose output file already exists."""
+    return f"{out} already exists: not replaced (--overwrite replaces it, --skip-existing skips such inputs)"
+
+
+def _check_outdir(outdir: Path) -> None:
+    """Create the output folder and check that a file can be created in it (UsageError if not)."""
+    from . import images
+
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        fp, tmp = images._open_temp(outdir, "driftrec-write-check")
+        fp.close()
+        tmp.unlink()
+    except OSError as err:
+        raise UsageError(f"cannot write to the output folder {outdir} ({err.strerror or err}); "
+                         "choose another -o") from None
+
+
+def _restore(args) -> int:
+    from PIL import Image
+
     from . import images
 
     try:
@@ -466,6 +504,48 @@ def _run(args) -> int:
     except ImportError:  # pragma: no cover - tqdm is a dependency
         tqdm, write = None, lambda msg: print(msg, file=sys.stderr)
 
+    failed = 0
+    pending_lines: list | None = []  # lines found before the model is checked (usage errors first)
+
+    def fail(path, reason) -> None:
+        nonlocal failed
+        failed += 1
+        if pending_lines is not None:
+            pending_lines.append(f"{PROG}: {path}: {reason}")
+        else:
+            write(f"{PROG}: {path}: {reason}")
+
+    for path, reason in problems:
+        fail(path, reason)
+
+    # Every input is opened and checked (header, size, pixel format) before anything is compiled;
+    # the outputs that already exist are found now too.
+    limit = Image.MAX_IMAGE_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    Image.MAX_IMAGE_PIXELS = limit  # what load_image enforces below: the files checked here pass
+    out_of = images.output_paths(files, outdir)
+    sizes: dict = {}  # path -> (width, height) from the header
+    todo, skipped = [], 0
+    for path in files:
+        out = out_of[path]
+        if os.path.lexists(out) and not args.overwrite:
+            if args.skip_existing:
+                skipped += 1
+            else:
+                fail(path, exists_message(out))
+            continue
+        try:
+            head = images.probe_image(path, max_pixels=limit or 0)
+        except images.ImageTooLargeError as err:
+            fail(path, f"{_reason(err, path)}; if you trust the file, allow it with --max-pixels {err.pixels} "
+                       "(0: no limit)")
+            continue
+        except images.ImageReadError as err:
+            fail(path, _reason(err, path))
+            continue
+        sizes[path] = (head.width, head.height)
+        todo.append(path)
+    total_inputs = len(files) + len(problems)
+
     # Before anything is compiled (JAX decides once per process whether the cache is used).
     _setup_compile_cache(args.compile_cache, write)
 
@@ -493,20 +573,10 @@ def _run(args) -> int:
     factor = _downsampling_factor(spec)
     if args.tile % factor:
         raise UsageError(f"--tile {args.tile} must be a multiple of {factor} for this model's network")
+    for line in pending_lines:  # the model is usable: now the inputs' problems
+        write(line)
+    pending_lines = None
 
-    failed = 0
-
-    def fail(path, reason) -> None:
-        nonlocal failed
-        failed += 1
-        write(f"{PROG}: {path}: {reason}")
-
-    for path, reason in problems:
-        fail(path, reason)
-
-    out_of = images.output_paths(files, outdir)
-    todo = [p for p in files if not (args.skip_existing and out_of[p].exists())]
-    skipped = len(files) - len(todo)
     tables_of: dict = {}  # DDRM: path -> ((luma, chroma), subsampling) of the file
     if is_ddrm:
         usable = []
@@ -517,9 +587,12 @@ def _run(args) -> int:
             except ValueError as err:
                 fail(path, str(err))
         todo = usable
+    if not todo:  # nothing left to restore: nothing is compiled, no folder created
+        print(_summary(0, total_inputs, outdir, failed, skipped) + "; nothing to restore", file=sys.stderr)
+        return 1 if failed else 0
+    _check_outdir(outdir)
 
-    sizes = {p: _image_size(p) for p in todo}
-    total_tiles = sum(images.count_tiles(s[1], s[0], args.tile, args.overlap) for s in sizes.values() if s)
+    total_tiles = sum(images.count_tiles(sizes[p][1], sizes[p][0], args.tile, args.overlap) for p in todo)
     requested = args.batch_size
     if requested is None:
         requested = DEFAULT_BATCH_CPU if jax.default_backend() == "cpu" else DEFAULT_BATCH_ACCELERATOR
@@ -547,7 +620,7 @@ def _run(args) -> int:
             try:
                 loaded = images.load_image(path)
             except images.ImageReadError as err:
-                unread(path, str(err).replace(f"cannot read {path}: ", "", 1))
+                unread(path, _reason(err, path))
                 continue
             except MemoryError:
                 unread(path, "not enough memory to read this image")
@@ -615,8 +688,10 @@ def _run(args) -> int:
             for rgb in results:
                 path, like = written.popleft()
                 try:
-                    images.save_image(out_of[path], rgb, like)
+                    images.save_image(out_of[path], rgb, like, overwrite=args.overwrite)
                     restored += 1
+                except FileExistsError:  # it appeared while this run was restoring
+                    fail(path, exists_message(out_of[path]))
                 except (OSError, ValueError) as err:
                     fail(path, f"cannot write {out_of[path]}: {getattr(err, 'strerror', None) or err}")
                 del rgb
@@ -639,15 +714,25 @@ def _run(args) -> int:
         mean = nfe_total / tiles_done
         nfe_text = (f", {mean:.0f} network evaluations per tile" if mean == nfe_max
                     else f", {mean:.1f} network evaluations per tile (max {nfe_max})")
-    summary = f"restored {restored} of {len(files) + len(problems)} inputs into {outdir}"
-    if failed:
-        summary += f" ({failed} failed)"
-    if skipped:
-        summary += f" ({skipped} skipped: output exists)"
+    summary = _summary(restored, total_inputs, outdir, failed, skipped)
     summary += (f"; {tiles_done} tiles of {args.tile}px, {what}{nfe_text}; "
                 f"compile {compile_s:.1f} s, restore {run_s:.1f} s")
     print(summary, file=sys.stderr)
     return 1 if failed else 0
+
+
+def _reason(err: Exception, path: str) -> str:
+    """An ImageReadError's message without its "cannot read PATH: " prefix."""
+    return str(err).replace(f"cannot read {path}: ", "", 1)
+
+
+def _summary(restored: int, total: int, outdir, failed: int, skipped: int) -> str:
+    text = f"restored {restored} of {total} inputs into {outdir}"
+    if failed:
+        text += f" ({failed} failed)"
+    if skipped:
+        text += f" ({skipped} skipped: output exists)"
+    return text
 
 
 def _describe(args, ddrm: bool = False) -> str:
