@@ -5,6 +5,7 @@ inversion, a per-tile constant offset, a recorder of tile positions).
 """
 
 import math
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -591,3 +592,86 @@ def test_output_paths_never_hit_inputs_or_each_other(tmp_path):
             assert all(o.endswith(".png") for o in outs)
             shuffled = [inputs[k] for k in rng.permutation(len(inputs))]
             assert output_paths(shuffled, outdir) == mapping
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writing, header checks
+
+
+def _listing(folder):
+    return sorted(p.name for p in Path(folder).iterdir())
+
+
+def test_atomic_write_failure_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "a.png"
+    target.write_bytes(b"the user's file")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with im_lib.atomic_write(target) as fp:
+            fp.write(b"half a new file")
+            raise RuntimeError("disk on fire")
+    assert target.read_bytes() == b"the user's file" and _listing(tmp_path) == ["a.png"]
+    with im_lib.atomic_write(target) as fp:  # overwrite=True (the default) replaces it
+        fp.write(b"new")
+    assert target.read_bytes() == b"new" and _listing(tmp_path) == ["a.png"]
+    # Permissions like any new file (umask), not tempfile's 0o600.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_atomic_write_never_replaces_without_overwrite(tmp_path, monkeypatch, hard_links):
+    if not hard_links:  # a file system without hard links: the exists-check fallback
+        def no_link(src, dst):
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
+    target = tmp_path / "a.png"
+    target.write_bytes(b"the user's file")
+    with pytest.raises(FileExistsError):
+        with im_lib.atomic_write(target, overwrite=False) as fp:
+            fp.write(b"new")
+    assert target.read_bytes() == b"the user's file" and _listing(tmp_path) == ["a.png"]
+    with im_lib.atomic_write(tmp_path / "b.png", overwrite=False) as fp:
+        fp.write(b"fresh")
+    assert (tmp_path / "b.png").read_bytes() == b"fresh" and _listing(tmp_path) == ["a.png", "b.png"]
+
+
+def test_write_png_text_and_failed_encoding(tmp_path):
+    a = RNG.integers(0, 65536, (5, 6, 3)).astype(np.uint16)
+    im_lib.write_png(tmp_path / "d.png", a)
+    back = load_image(tmp_path / "d.png")
+    assert back.bit_depth == 16 and np.array_equal(_u16(back.rgb), a)
+    with im_lib.atomic_write(tmp_path / "t.csv", text=True, newline="") as f:
+        f.write("ä,b\r\n")
+    assert (tmp_path / "t.csv").read_bytes() == "ä,b\r\n".encode()
+    with pytest.raises(ValueError):
+        im_lib.write_png(tmp_path / "bad.png", np.zeros((4, 4, 5), np.uint8))
+    assert _listing(tmp_path) == ["d.png", "t.csv"]
+
+
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG signature, an IHDR claiming w x h RGB pixels, and a few bytes of pixel data."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + im_lib._png_chunk(b"IHDR", ihdr)
+            + im_lib._png_chunk(b"IDAT", zlib.compress(bytes(64))) + im_lib._png_chunk(b"IEND", b""))
+
+
+def test_probe_image_checks_header_size_and_mode(tmp_path):
+    Image.fromarray(np.zeros((3, 5, 3), np.uint8)).save(tmp_path / "ok.png")
+    head = im_lib.probe_image(tmp_path / "ok.png")
+    assert (head.width, head.height, head.mode, head.format) == (5, 3, "RGB", "PNG")
+    (tmp_path / "bomb.png").write_bytes(_png_header(30000, 20000))  # 600 MP: over 2x Pillow's limit
+    with pytest.raises(im_lib.ImageTooLargeError) as err:
+        im_lib.probe_image(tmp_path / "bomb.png")
+    assert err.value.pixels == 600_000_000 and "30000x20000" in str(err.value) and "\n" not in str(err.value)
+    assert im_lib.probe_image(tmp_path / "bomb.png", max_pixels=0).width == 30000  # 0: no limit
+    with pytest.raises(im_lib.ImageTooLargeError):
+        im_lib.probe_image(tmp_path / "ok.png", max_pixels=14)
+    Image.fromarray(np.zeros((3, 3), np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(ImageReadError, match="floating-point"):
+        im_lib.probe_image(tmp_path / "float.tif")
+    (tmp_path / "text.jpg").write_text("not an image")
+    with pytest.raises(ImageReadError, match="not an image file"):
+        im_lib.probe_image(tmp_path / "text.jpg")
+    assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's limit is left as it was
