@@ -11,8 +11,10 @@ import contextlib
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import jax
@@ -454,3 +456,280 @@ def test_bundled_models_ship_and_load(method, variant, size_mb):
     scales = [np.asarray(x) for kp, x in jax.tree_util.tree_leaves_with_path(params)
               if jax.tree_util.keystr(kp[-1:]) == "['scale']"]
     assert scales and not all(np.allclose(s, 1.0) for s in scales)
+
+
+# ---------------------------------------------------------------------------------------------
+# Never lose a file: existing outputs, early input checks, atomic writes (docs/RESTORE.md's table
+# "Bad inputs and situations"). Most of these swap the compiled sampler for the identity (or for
+# one that fails the test when called), so they cost no compilation.
+
+
+def _identity_sampler(monkeypatch, on_call=None):
+    def fake(task, params, settings, batch, tile, subsampling=None):
+        def restore(params, tiles, key, ids):
+            if on_call is not None:
+                on_call()
+            return tiles, np.ones(tiles.shape[0], np.int32)
+
+        return restore, 0.0
+
+    monkeypatch.setattr(restore_cli, "_compiled_restorer", fake)
+
+
+def _never_compiled(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("compiled although nothing was to be restored")
+
+    monkeypatch.setattr(restore_cli, "_compiled_restorer", fail)
+
+
+def _snapshot(folder) -> dict:
+    """{relative path: bytes} of every file under `folder`, hidden ones included."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+FAST = ["--tile", "32", "--overlap", "16", "--no-compile-cache"]
+
+
+def test_existing_output_is_kept_unless_overwrite(files, tmp_path, monkeypatch):
+    """The user's photo.png beside photo.jpg, and `restore photo.jpg -o .`: the PNG survives."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = np.random.default_rng(5).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "photo.png")
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=20)
+    before = _snapshot(folder)
+    _never_compiled(monkeypatch)
+    argv = [folder / "photo.jpg", "-o", folder, "--checkpoint", files["score"], *FAST]
+    rc, err = _run(argv)
+    assert rc == 1
+    assert _error_lines(err) == [f"driftrec restore: {folder / 'photo.jpg'}: {restore_cli.exists_message(folder / 'photo.png')}"]
+    assert "--overwrite" in err and "--skip-existing" in err
+    assert _snapshot(folder) == before  # nothing touched, no temp file
+    rc, err = _run(argv + ["--skip-existing"])
+    assert rc == 0 and "1 skipped" in err and _snapshot(folder) == before
+    _identity_sampler(monkeypatch)
+    rc, err = _run(argv + ["--overwrite"])
+    assert rc == 0, err
+    assert _snapshot(folder).keys() == before.keys()  # replaced in place, no temp file left
+    assert (folder / "photo.png").read_bytes() != before["photo.png"]
+    assert (folder / "photo.jpg").read_bytes() == before["photo.jpg"]
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        restore_cli.main([str(folder / "photo.jpg"), "-o", str(folder), "--overwrite", "--skip-existing"])
+
+
+def test_output_appearing_during_the_run_is_not_replaced(files, tmp_path, monkeypatch):
+    """The no-clobber rename: a file that appears between the check and the write survives."""
+    out = tmp_path / "o"
+
+    def someone_writes():
+        if not (out / "rgb.png").exists():
+            (out / "rgb.png").write_bytes(b"another program's file")
+
+    _identity_sampler(monkeypatch, someone_writes)
+    rc, err = _run([files["in"] / "rgb.png", files["in"] / "gray.png", "-o", out, "--checkpoint", files["score"], *FAST])
+    assert rc == 1
+    assert _error_lines(err) == [f"driftrec restore: {files['in'] / 'rgb.png'}: {restore_cli.exists_message(out / 'rgb.png')}"]
+    assert (out / "rgb.png").read_bytes() == b"another program's file"
+    assert sorted(p.name for p in out.iterdir()) == ["gray.png", "rgb.png"]
+
+
+def test_no_usable_input_exits_without_compiling(files, tmp_path, monkeypatch):
+    _never_compiled(monkeypatch)
+    out = tmp_path / "o"
+    bad = [files["in"] / "broken.jpg", files["in"] / "notes.txt", tmp_path / "gone.jpg"]
+    rc, err = _run([*bad, "-o", out, "--checkpoint", files["score"], *FAST])
+    assert rc == 1
+    lines = _error_lines(err)
+    assert [line.split(": ")[1] for line in lines] == [str(bad[2]), str(bad[0]), str(bad[1])]
+    assert "restored 0 of 3 inputs" in err and "nothing to restore" in err
+    assert not out.exists()
+
+
+def test_bad_inputs_are_refused_from_their_header_the_rest_is_restored(files, tmp_path, monkeypatch):
+    """A decompression bomb (Pillow's pixel limit, or --max-pixels) and a 32-bit float image are
+    one line each, found before anything runs; the others are restored."""
+    src = tmp_path / "in"
+    src.mkdir()
+    ihdr = struct.pack(">IIBBBBB", 30000, 20000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    (src / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(99))))
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(src / "float.tif")
+    calls = []
+    _identity_sampler(monkeypatch, lambda: calls.append(1))
+    out = tmp_path / "o"
+    rc, err = _run([src, files["in"] / "rgb.png", files["in"] / "gray.png", "-o", out, "--checkpoint", files["score"], *FAST])
+    assert rc == 1
+    lines = sorted(_error_lines(err))
+    assert len(lines) == 2, err
+    assert lines[0].startswith(f"driftrec restore: {src / 'bomb.png'}: 30000x20000 is 600.0 megapixels, over the limit")
+    assert lines[0].endswith("allow it with --max-pixels 600000000 (0: no limit)")
+    assert lines[1] == f"driftrec restore: {src / 'float.tif'}: 32-bit floating-point images are not supported"
+    assert sorted(p.name for p in out.iterdir()) == ["gray.png", "rgb.png"] and calls
+    # --max-pixels lowers the limit: rgb.png (40 x 56 = 2240 pixels) is refused, gray.png (660) is not.
+    rc, err = _run([files["in"] / "rgb.png", files["in"] / "gray.png", "-o", tmp_path / "o2", "--checkpoint",
+                    files["score"], *FAST, "--max-pixels", "1000"])
+    assert rc == 1 and len(_error_lines(err)) == 1 and "--max-pixels 2240" in err
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["gray.png"]
+    from PIL import Image as PILImage
+
+    assert PILImage.MAX_IMAGE_PIXELS == 89478485  # restored after the run
+
+
+def test_output_folder_that_is_a_file_or_unwritable(files, tmp_path, monkeypatch):
+    from driftrec_jax import images
+
+    _never_compiled(monkeypatch)
+    a_file = tmp_path / "out.png"
+    a_file.write_bytes(b"mine")
+    rc, err = _run([files["in"] / "rgb.png", "-o", a_file, "--checkpoint", files["score"], *FAST])
+    assert rc == 2 and err.splitlines() == [f"driftrec restore: output folder {a_file} exists and is not a folder"]
+    assert a_file.read_bytes() == b"mine"
+
+    def denied(folder, name):  # tests run as root, where chmod does not stop writes
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(images, "_open_temp", denied)
+    rc, err = _run([files["in"] / "rgb.png", "-o", tmp_path / "ro", "--checkpoint", files["score"], *FAST])
+    assert rc == 2
+    assert err.splitlines() == [f"driftrec restore: cannot write to the output folder {tmp_path / 'ro'} "
+                                "(Permission denied); choose another -o"]
+
+
+def test_full_disk_is_one_line_per_file_and_leaves_no_partial_file(files, tmp_path, monkeypatch):
+    import errno
+
+    from driftrec_jax import images
+
+    real = images._open_temp
+
+    class Full:
+        """A file on a disk that fills up after the first write."""
+
+        def __init__(self, fp):
+            self.fp, self.writes = fp, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fp.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fp, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fp.close()
+
+    def open_temp(folder, name):
+        fp, tmp = real(folder, name)
+        return (Full(fp) if name == "rgb.png" else fp), tmp
+
+    monkeypatch.setattr(images, "_open_temp", open_temp)
+    _identity_sampler(monkeypatch)
+    out = tmp_path / "o"
+    rc, err = _run([files["in"] / "rgb.png", files["in"] / "gray.png", "-o", out, "--checkpoint", files["score"], *FAST])
+    assert rc == 1
+    assert _error_lines(err) == [f"driftrec restore: {files['in'] / 'rgb.png'}: cannot write {out / 'rgb.png'}: "
+                                 "No space left on device"]
+    assert sorted(p.name for p in out.iterdir()) == ["gray.png"]  # no temp file, no partial rgb.png
+
+
+def test_inputs_with_the_same_name_get_numbered_outputs(files, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(src / "a.jpg")
+    Image.fromarray(np.zeros((36, 16), np.uint8)).save(src / "sub" / "a.png")
+    _identity_sampler(monkeypatch)
+    out = tmp_path / "o"
+    rc, err = _run([src, "-o", out, "--checkpoint", files["score"], *FAST])
+    assert rc == 0, err
+    assert Image.open(out / "a.png").size == (24, 20)  # a.jpg sorts first and keeps the name
+    assert Image.open(out / "a_2.png").size == (16, 36) and Image.open(out / "a_2.png").mode == "L"
+    # A second run into the same folder replaces neither.
+    before = _snapshot(out)
+    rc, err = _run([src, "-o", out, "--checkpoint", files["score"], *FAST])
+    assert rc == 1 and len(_error_lines(err)) == 2 and _snapshot(out) == before
+
+
+KILLER = """
+import json, sys
+from driftrec_jax import images, restore_cli
+real = images._open_temp
+
+class Stalls:
+    # Writes half of the first chunk it is given, says so on stdout and waits to be killed.
+    def __init__(self, fp):
+        self.fp = fp
+    def write(self, data):
+        self.fp.write(data[: len(data) // 2])
+        self.fp.flush()
+        print("MIDWRITE", flush=True)
+        sys.stdin.read()
+        raise SystemExit("not killed")
+    def __getattr__(self, name):
+        return getattr(self.fp, name)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        self.fp.close()
+
+def open_temp(folder, name):
+    fp, tmp = real(folder, name)
+    return (Stalls(fp) if name == "rgb.png" else fp), tmp  # the second output (gray, rgb, rgba)
+
+images._open_temp = open_temp
+sys.exit(restore_cli.main(json.loads(sys.argv[1])))
+"""
+
+
+def test_killed_run_leaves_only_complete_pngs(files, tmp_path):
+    """SIGKILL while the second PNG is half written (a real tiny model in a fresh process): every
+    PNG in the folder decodes fully, the user's files are untouched, and the half-written data
+    is in a hidden temporary file only."""
+    import signal
+    import threading
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("gray.png", "rgb.png", "rgba.png"):
+        (src / name).write_bytes((files["in"] / name).read_bytes())
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.png").write_bytes((files["in"] / "rgb.png").read_bytes())
+    (out / "notes.txt").write_text("the user's notes")
+    inputs_before, out_before = _snapshot(src), _snapshot(out)
+    argv = [str(src), "-o", str(out), "--checkpoint", str(files["regression"]), *FAST, "--batch-size", "1"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, json.dumps(argv)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    timer = threading.Timer(300, proc.kill)  # a safety net only: the test never waits on time
+    timer.start()
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "MIDWRITE", line + proc.stderr.read()
+        assert (out / "gray.png").exists()  # the first output appeared before the kill
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        timer.cancel()
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    after = _snapshot(out)
+    for name, data in out_before.items():
+        assert after[name] == data, name
+    assert _snapshot(src) == inputs_before
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["gray.png", "keep.png"]  # rgb.png was being written: it is not there at all
+    for name in pngs:
+        with Image.open(out / name) as im:
+            im.verify()
+        with Image.open(out / name) as im:
+            im.load()
+    temps = [n for n in after if n not in out_before and n != "gray.png"]
+    assert len(temps) == 1 and temps[0].startswith(".rgb.png.") and temps[0].endswith(".tmp"), temps
