@@ -16,6 +16,10 @@ row. Written to --out:
   images/                                   the first --save-images restorations (for the crop plots)
   plots/                                    with --plots (driftrec_jax.plots)
 
+--out is evaluate's own folder (it holds cache.jsonl): a rerun resumes and rewrites the tables. A
+folder without cache.jsonl that already holds one of those names is refused unless --overwrite
+(`check_out_folder`); nothing is written outside --out, and every file is written atomically.
+
 Determinism: the noise of every tile is drawn from a key folded from --seed, the protocol, the
 image's name (relative to its folder) and the tile's index, never from its batch position; the
 result of an image does not depend on which other images were restored with it, or whether the
@@ -499,6 +503,7 @@ def evaluate(
     fid: bool = False,
     save_images: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Run the evaluation and write the tables; returns {"rows", "per_image", "computed", "cached"}.
 
@@ -508,6 +513,11 @@ def evaluate(
     KID against the originals of its folder and protocol (driftrec_jax.fid; piq's defaults).
     `crop`: evaluate the central crop×crop pixels of every image only (`data.eval_pairs`); a
     reduced protocol for CPUs, recorded in every row and in the table titles.
+
+    `out` is evaluate's own folder, recognised by its cache.jsonl: a rerun resumes from the cache
+    and rewrites the tables. A folder without cache.jsonl that already holds one of the files or
+    folders evaluate writes (OUT_NAMES) is refused (ValueError) unless `overwrite`; evaluate
+    writes nothing outside `out`. Every file is written atomically (`images.atomic_write`).
     """
     from .images import count_tiles, restore_images
     from .plots import example_path
@@ -522,6 +532,7 @@ def evaluate(
         raise ValueError(f"mode must be auto, rgb or gray, got {mode!r}")
     if convention != "auto" and convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; choose auto or {', '.join(CONVENTIONS)}")
+    check_out_folder(out, overwrite)
     os.makedirs(out, exist_ok=True)
     labels = [c.label for c in checkpoints]
     if len(set(labels)) != len(labels) or "JPEG" in labels:
@@ -641,6 +652,25 @@ def evaluate(
     return {"rows": rows, "per_image": per_image, **counts}
 
 
+# What `evaluate` writes into its --out folder (plots.make_all adds plots/).
+OUT_NAMES = ("results.md", "results.csv", "results.json", "per_image.csv", "cache.jsonl", "images", "features",
+             "plots")
+
+
+def check_out_folder(out: str, overwrite: bool = False) -> None:
+    """Refuse (ValueError, one line) an --out that is a file, or a folder that evaluate did not
+    make (no cache.jsonl) but that holds files or folders of the names evaluate writes, unless
+    `overwrite`. A folder evaluate made is its own: reruns resume there and rewrite the tables."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if overwrite or not os.path.isdir(out) or os.path.exists(os.path.join(out, "cache.jsonl")):
+        return
+    clash = [n for n in OUT_NAMES if os.path.lexists(os.path.join(out, n))]
+    if clash:
+        raise ValueError(f"--out {out} was not made by driftrec evaluate (no cache.jsonl) and already holds "
+                         f"{', '.join(clash)}: not replaced (--overwrite replaces them; or choose another --out)")
+
+
 class _Features:
     """Inception-v3 pool features (2048 float32) of measured images, one .npy file per cache key."""
 
@@ -658,10 +688,11 @@ class _Features:
         if not self.has(key):
             from . import fid as F
 
+            from .images import atomic_write
+
             f = F.inception_features(np.asarray(image, np.float32)[None], batch_size=1)[0]
-            tmp = self.path(key) + ".tmp.npy"
-            np.save(tmp, f)
-            os.replace(tmp, self.path(key))
+            with atomic_write(self.path(key)) as fp:
+                np.save(fp, f)
 
     def load(self, key: str) -> np.ndarray:
         return np.load(self.path(key))
@@ -752,15 +783,18 @@ _IMAGE_COLUMNS = ("dataset", "protocol", "crop", "method", "kind", "setting", "i
 
 def write_tables(rows: Sequence[dict], per_image: Sequence[dict], out: str) -> None:
     """results.md / results.csv / results.json and per_image.csv in `out` (raw metric values in
-    the CSV and JSON files: LPIPS not x 100, BEF on the [0, 1] scale, not x 10^4)."""
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+    the CSV and JSON files: LPIPS not x 100, BEF on the [0, 1] scale, not x 10^4). Each file is
+    written atomically: a killed run leaves the previous tables, never half a file."""
+    from .images import atomic_write
+
+    with atomic_write(os.path.join(out, "results.md"), text=True) as f:
         f.write(markdown_table(rows))
     for name, data, cols in (("results.csv", rows, _CSV_COLUMNS), ("per_image.csv", per_image, _IMAGE_COLUMNS)):
-        with open(os.path.join(out, name), "w", newline="", encoding="utf-8") as f:
+        with atomic_write(os.path.join(out, name), text=True, newline="") as f:
             w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
             w.writerows(data)
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+    with atomic_write(os.path.join(out, "results.json"), text=True) as f:
         json.dump({"rows": list(rows)}, f, indent=1)
 
 
@@ -869,7 +903,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-images", type=int, default=None, metavar="N",
                         help="save the first N restorations as PNG (default 1 with --plots, else 0)")
     parser.add_argument("--plots", action="store_true", help="also draw the plots (driftrec_jax.plots) into OUT/plots")
-    parser.add_argument("--out", "-o", required=True, help="output folder (also the per-image cache)")
+    parser.add_argument("--out", "-o", required=True,
+                        help="output folder (required): tables, per-image cache (cache.jsonl), images, plots; "
+                             "a folder evaluate made is resumed and its tables rewritten; another folder that "
+                             "already holds files of those names is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an --out folder that evaluate did not make even where it holds "
+                             "results.md, results.csv, results.json, per_image.csv, images/, features/ or "
+                             "plots/ (default: refuse, one line, exit status 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -907,7 +948,7 @@ def run(args) -> int:
                           color_correction=not args.no_color_correction, mode=args.mode,
                           convention=args.convention, max_images=args.max_images, crop=args.crop,
                           lpips=not args.no_lpips,
-                          fid=args.fid, save_images=save, progress=not args.quiet)
+                          fid=args.fid, save_images=save, progress=not args.quiet, overwrite=args.overwrite)
     except (ValueError, ModelLoadError, FileNotFoundError) as err:
         print(f"driftrec evaluate: {err}", file=sys.stderr)
         return 2

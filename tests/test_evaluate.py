@@ -411,3 +411,26 @@ def test_trajectory_diagnostic(setup, capsys):
         script.main([setup["rgb"], "--checkpoint", setup["reg"], "--crop", "32"])
     with pytest.raises(SystemExit):
         script.main([setup["rgb"], "--quality", "101"])
+
+
+def test_out_folder_not_made_by_evaluate_is_not_overwritten(setup, tmp_path, capsys):
+    """--out is evaluate's own folder (cache.jsonl): another folder holding results.md is
+    refused in one line unless --overwrite; a folder evaluate made is resumed."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.md").write_text("my own notes")
+    argv = ["evaluate", "-d", setup["rgb"], "-q", "10", "--out", str(out), "--quiet", "--no-lpips", "--max-images", "1"]
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("driftrec evaluate: --out ") and len(err.splitlines()) == 1
+    assert "results.md" in err and "--overwrite" in err
+    assert sorted(os.listdir(out)) == ["results.md"] and (out / "results.md").read_text() == "my own notes"
+    assert cli.main(argv + ["--overwrite"]) == 0
+    assert "| JPEG |" in (out / "results.md").read_text()
+    assert cli.main(argv) == 0  # now it is evaluate's folder: resumed
+    assert "1 read from" in capsys.readouterr().err
+    assert not [n for n in os.listdir(out) if n.startswith(".")]  # no temporary files left
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert cli.main(argv[:6] + [str(a_file)] + argv[7:]) == 2 and a_file.read_text() == "x"
