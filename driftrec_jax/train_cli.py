@@ -12,6 +12,12 @@ checkpoints are gone): parameters and EMA start from those weights, the optimise
   tensorboard/     loss, lr, gradient norm, steps/s, pairs/s, sample grids, validation metrics
   samples/         sample grids (JPEG | restored | clean) as PNG
   config.json      the resolved config
+
+Nothing is written outside the workdir (``train.init_from`` is only read). The workdir is
+training's own once it has checkpoints/ (a rerun resumes there); a folder without checkpoints/
+that already holds model.msgpack, config.json, samples/ or tensorboard/ (say, a downloaded
+model file) is refused before anything is compiled, unless --overwrite. Model files and sample
+PNGs are written atomically (`images.atomic_write`).
 """
 
 from __future__ import annotations
@@ -39,11 +45,37 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+class WorkdirError(ValueError):
+    """The workdir is a file, or a folder that training did not make but would overwrite files in."""
+
+
+# Files and folders `train` writes into its workdir besides checkpoints/.
+WORKDIR_NAMES = ("model.msgpack", "config.json", "samples", "tensorboard")
+
+
+def check_workdir(workdir: str, overwrite: bool = False) -> None:
+    """Refuse (WorkdirError, one line) a workdir that is a file, or a folder without checkpoints/
+    (not a training workdir) that holds one of WORKDIR_NAMES, unless `overwrite`."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(f"--workdir {workdir} exists and is not a folder")
+    if overwrite or not os.path.isdir(workdir) or os.path.isdir(os.path.join(workdir, "checkpoints")):
+        return
+    clash = [n for n in WORKDIR_NAMES if os.path.lexists(os.path.join(workdir, n))]
+    if clash:
+        raise WorkdirError(f"--workdir {workdir} is not a training workdir (no checkpoints/) and already holds "
+                           f"{', '.join(clash)}: not replaced (--overwrite writes there anyway; or choose "
+                           "another --workdir)")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True,
                         help="config name (e.g. small_ouve, ouve_d2kf2k) or path to a configs/*.py file")
     parser.add_argument("--workdir", required=True,
                         help="folder for checkpoints, logs, samples and model.msgpack; training resumes from it")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start in a --workdir without checkpoints/ even where it holds model.msgpack, "
+                             "config.json, samples/ or tensorboard/, replacing them (default: refuse, one line, "
+                             "exit status 2)")
     parser.epilog = ("Override any config field with --config.FIELD=VALUE, e.g. --config.train.num_steps=200 "
                      "--config.data.source=/data/photos --config.sde.name=cosve. Multi-host: launch one process "
                      "per host; jax.distributed.initialize() is called when the environment describes several.")
@@ -119,10 +151,12 @@ def _save_png(path: str, img: np.ndarray) -> None:
     save_png(path, img)
 
 
-def train(config, workdir: str, progress: bool = True) -> train_lib.TrainState:
-    """Train (or resume) ``config`` in ``workdir``; returns the final state."""
+def train(config, workdir: str, progress: bool = True, overwrite: bool = False) -> train_lib.TrainState:
+    """Train (or resume) ``config`` in ``workdir``; returns the final state. A workdir that is
+    not training's own is refused first (`check_workdir`)."""
     from . import data
 
+    check_workdir(workdir, overwrite)
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
     main = parallel.is_main_process()
@@ -248,10 +282,11 @@ def _validate(task, params, config, step: int, logger) -> None:
 
 
 def run(args) -> int:
-    return main_with_overrides(args.config, args.workdir, getattr(args, "overrides", []))
+    return main_with_overrides(args.config, args.workdir, getattr(args, "overrides", []),
+                               getattr(args, "overwrite", False))
 
 
-def main_with_overrides(config_name: str, workdir: str, overrides: list[str]) -> int:
+def main_with_overrides(config_name: str, workdir: str, overrides: list[str], overwrite: bool = False) -> int:
     try:
         config = config_lib.load_config(config_name)
         config_lib.apply_overrides(config, config_lib.parse_overrides(overrides))
@@ -259,7 +294,10 @@ def main_with_overrides(config_name: str, workdir: str, overrides: list[str]) ->
         print(f"driftrec train: {err}", file=sys.stderr)
         return 2
     try:
-        train(config, workdir)
+        train(config, workdir, overwrite=overwrite)
+    except WorkdirError as err:
+        print(f"driftrec train: {err}", file=sys.stderr)
+        return 2
     except TrainingDiverged as err:
         print(f"driftrec train: {err}", file=sys.stderr)
         return 3
@@ -273,4 +311,4 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="train.py", description="Train a DriftRec or regression model.")
     configure(parser)
     args, rest = parser.parse_known_args(argv)
-    return main_with_overrides(args.config, args.workdir, rest)
+    return main_with_overrides(args.config, args.workdir, rest, args.overwrite)

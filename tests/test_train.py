@@ -321,3 +321,29 @@ def test_a_new_run_can_start_from_a_model_file(image_folder, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "different model" in err and len(err.splitlines()) == 1
     assert not os.path.exists(tmp_path / "refused" / "checkpoints" / "2")
+
+
+def test_a_folder_that_is_not_a_workdir_is_not_overwritten(image_folder, tmp_path, capsys):
+    """A model file in a folder without checkpoints/ (not a training workdir) is refused in one
+    line before anything is built; --overwrite goes ahead; a real workdir resumes as before."""
+    from driftrec_jax import train_cli
+
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "model.msgpack").write_bytes(b"a model I downloaded")
+    overrides = [f"--config.data.source={image_folder}"]
+    code = train_cli.main_with_overrides("tiny_test", str(folder), overrides)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "model.msgpack" in err and "--overwrite" in err
+    assert sorted(os.listdir(folder)) == ["model.msgpack"]
+    assert (folder / "model.msgpack").read_bytes() == b"a model I downloaded"
+    train_cli.check_workdir(str(folder), overwrite=True)  # allowed
+    (folder / "checkpoints").mkdir()
+    train_cli.check_workdir(str(folder))  # training's own: resumes there
+    with pytest.raises(train_cli.WorkdirError, match="not a folder"):
+        train_cli.check_workdir(str(folder / "model.msgpack"))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    train_cli.configure(parser)
+    assert parser.parse_args(["--config", "c", "--workdir", "w", "--overwrite"]).overwrite
