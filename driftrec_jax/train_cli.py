@@ -189,7 +189,9 @@ def train(config, workdir: str, progress: bool = True, overwrite: bool = False) 
         if main:
             print(f"starting from the weights in {config.train.init_from}", file=sys.stderr)
     if main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
+        from .images import atomic_write
+
+        with atomic_write(os.path.join(workdir, "config.json"), text=True) as f:
             f.write(config.to_json_best_effort(indent=2))
 
     data_config = dict(config.data.to_dict(), batch_size=local_batch)  # config holds the global batch
