@@ -176,8 +176,14 @@ def default_config() -> ml_collections.ConfigDict:
     # optimiser, step 0). Ignored when the workdir already has a checkpoint to resume.
     c.train.init_from = ""
 
+    # Sampler of the sample grids and validation (names as `driftrec restore --sampler`;
+    # driftrec_jax.sampler_settings): steps, ODE tolerance, DDIM η, few-step time grid ("" = the
+    # sampler's default).
     c.sample = ml_collections.ConfigDict()
     c.sample.sampler = "em"
     c.sample.steps = 100
+    c.sample.tol = 1e-3
+    c.sample.eta = 1.0
+    c.sample.grid = ""
     c.sample.eps = 0.03
     return c

@@ -52,6 +52,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .sampler_settings import (DEFAULT_SETTING, DEFAULT_STEPS, DEFAULT_TOL, GRIDS, SAMPLERS, SamplerSetting,
+                               default_setting, from_config, parse_setting)
+
 __all__ = [
     "SamplerSetting",
     "Protocol",
@@ -73,9 +76,6 @@ CONVENTIONS: dict[str, tuple[str, str]] = {
     "driftrec": ("driftrec", "torchjpeg"),  # the DriftRec authors' (skimage win 9; torchjpeg BEF)
     "fbcnn": ("fbcnn", "fbcnn"),  # FBCNN's (Gaussian SSIM; BEF on Y); used for grayscale sets
 }
-SAMPLER_NAMES = {"em": "EM", "heun": "Heun", "ode": "ODE", "ddrm": "DDRM"}
-DEFAULT_STEPS = {"em": 100, "heun": 50, "ddrm": 20}
-DEFAULT_TOL = 1e-3
 METRICS = ("ssim", "psnr", "psnrb", "lpips", "bef")
 _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow's convert("L") uses
 
@@ -83,65 +83,6 @@ _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow'
 # --------------------------------------------------------------------------------------------
 # What is evaluated
 # --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplerSetting:
-    """One way of sampling (SPEC §4): sampler name, steps (EM/Heun) or tolerance (ODE), and
-    the number of independent samples averaged per image (paper Fig. 7). Sampler 'ddrm' is
-    DDRM-JPEG's (SPEC §6, `steps` from t = 285), used by DDRM ε models only."""
-
-    sampler: str
-    steps: int | None = None
-    tol: float | None = None
-    num_samples: int = 1
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLER_NAMES:
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLER_NAMES)}")
-        if self.sampler == "ode":
-            if self.tol is None or not self.tol > 0:
-                raise ValueError(f"the ODE sampler needs a tolerance > 0, got {self.tol}")
-        elif self.steps is None or self.steps < 1:
-            raise ValueError(f"the {self.sampler} sampler needs steps >= 1, got {self.steps}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-
-    @property
-    def key(self) -> str:
-        """Canonical text, accepted back by `parse_setting` (e.g. em:100, ode:1e-05x4)."""
-        arg = f"{self.tol:g}" if self.sampler == "ode" else str(self.steps)
-        return f"{self.sampler}:{arg}" + (f"x{self.num_samples}" if self.num_samples > 1 else "")
-
-    @property
-    def label(self) -> str:
-        arg = f"tol {self.tol:g}" if self.sampler == "ode" else f"{self.steps} steps"
-        avg = f", mean of {self.num_samples}" if self.num_samples > 1 else ""
-        return f"{SAMPLER_NAMES[self.sampler]} {arg}{avg}"
-
-    def options(self, eps: float) -> dict:
-        """Keyword arguments of `samplers.sample` for this setting."""
-        opts: dict[str, Any] = {"sampler": self.sampler, "num_samples": self.num_samples, "eps": eps}
-        if self.sampler == "ode":
-            opts.update(rtol=self.tol, atol=self.tol)
-        else:
-            opts["steps"] = self.steps
-        return opts
-
-
-def parse_setting(text: str) -> SamplerSetting:
-    """`em`, `em:100`, `heun:50`, `ode`, `ode:1e-5`, `ddrm:20`, with an optional `xK` (mean of K
-    samples)."""
-    body, _, k = text.strip().lower().partition("x")
-    name, _, arg = body.partition(":")
-    try:
-        num = int(k) if k else 1
-        if name == "ode":
-            return SamplerSetting("ode", tol=float(arg) if arg else DEFAULT_TOL, num_samples=num)
-        return SamplerSetting(name, steps=int(arg) if arg else DEFAULT_STEPS.get(name, 100), num_samples=num)
-    except ValueError as err:
-        raise ValueError(f"bad sampler setting {text!r} ({err}); write e.g. em:100, heun:50, ode:1e-5, em:100x4, "
-                         "ddrm:20x8") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -846,8 +787,7 @@ def quick_validation(task, params, config, folder: str, num_images: int, quality
         setting = SamplerSetting("ddrm", steps=DEFAULT_STEPS["ddrm"])
         tables = protocol_tables(Protocol(int(quality)), "rgb")
     elif not task.is_regression:
-        setting = (SamplerSetting("ode", tol=float(s.get("tol", DEFAULT_TOL))) if s.sampler == "ode"
-                   else SamplerSetting(s.sampler, steps=int(s.steps)))
+        setting = from_config(s)
     fn = _tile_restorer(task, setting, float(s.eps), True, tables)
     keys = jax.random.split(jax.random.PRNGKey(0), len(clean))
     x, _ = fn(params, jnp.asarray(jpeg), keys)
@@ -875,11 +815,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="single-JPEG qualities (e.g. 10 20 30)")
     parser.add_argument("--double", nargs="*", default=[], metavar="QF1,QF2",
                         help="unaligned double JPEG: QF1, a 0-4 px shift, then QF2 (e.g. 10,30)")
-    parser.add_argument("--sampler", choices=sorted(SAMPLER_NAMES), help="one sampler (with --steps / --tol)")
-    parser.add_argument("--steps", type=int, help="EM/Heun steps for --sampler (default 100 / 50)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS),
+                        help="one sampler (with --steps / --tol / --eta / --grid), see `driftrec restore --help` "
+                             f"(default when no --sampler-settings are given either: {DEFAULT_SETTING})")
+    parser.add_argument("--steps", type=int,
+                        help="steps of --sampler: network calls for ddim/dpm2m/sde-dpm2m (default "
+                             + ", ".join(f"{k} {v}" for k, v in DEFAULT_STEPS.items()) + ")")
     parser.add_argument("--tol", type=float, help=f"ODE rtol = atol for --sampler ode (default {DEFAULT_TOL:g})")
+    parser.add_argument("--eta", type=float, help="ddim only: η in [0, 1] (1: exact posterior steps, 0: deterministic)")
+    parser.add_argument("--grid", choices=GRIDS,
+                        help="ddim/dpm2m/sde-dpm2m: time grid uniform in t, in λ = log(a/σ), or EDM's ρ = 7 "
+                             "(defaults: ddim t, dpm2m lambda)")
     parser.add_argument("--sampler-settings", nargs="*", default=[], metavar="SPEC",
-                        help="several settings: em:100 heun:50 ode:1e-5, 'xK' averages K samples (em:100x4); "
+                        help="several settings NAME[:STEPS|:TOL][:ETA][@GRID][xK]: e.g. ddim:6 ddim:10:0 "
+                             "dpm2m:6@edm em:100 ode:1e-3; 'xK' averages K samples (em:100x4); "
                              "ddrm:20x8 for DDRM models (default: ddrm:20 with each K used elsewhere)")
     parser.add_argument("--samples", nargs="*", type=int, default=[], metavar="K",
                         help="also average K samples for every setting (e.g. 1 2 4 8: the perception-distortion curve)")
@@ -916,12 +865,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _settings_from_args(args) -> list[SamplerSetting]:
     settings = [parse_setting(s) for s in args.sampler_settings]
-    if args.sampler or not settings:
-        name = args.sampler or "em"
+    if args.sampler:
+        name = args.sampler
         if name == "ode":
             settings.insert(0, SamplerSetting("ode", tol=args.tol if args.tol is not None else DEFAULT_TOL))
         else:
-            settings.insert(0, SamplerSetting(name, steps=args.steps or DEFAULT_STEPS[name]))
+            settings.insert(0, SamplerSetting(name, steps=args.steps or DEFAULT_STEPS[name], eta=args.eta,
+                                              grid=args.grid))
+    elif not settings:
+        settings.append(default_setting())
     if args.samples:
         settings = [dataclasses.replace(s, num_samples=k) for s in settings for k in args.samples]
     seen, unique = set(), []

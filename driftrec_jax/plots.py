@@ -62,6 +62,18 @@ def _base_setting(setting: str) -> str:
     return setting.split("x")[0]
 
 
+def _family(setting: str) -> tuple[str, str]:
+    """(sampler family, step argument) of a setting key: 'ddim:10:0' -> ('ddim:0', '10'),
+    'dpm2m:6@edm' -> ('dpm2m@edm', '6'), 'em:100' -> ('em', '100')."""
+    name, _, rest = _base_setting(setting).partition(":")
+    grid = ""
+    if "@" in rest:
+        rest, grid = rest.split("@", 1)
+        grid = "@" + grid
+    arg, _, eta = rest.partition(":")
+    return name + (f":{eta}" if eta else "") + grid, arg
+
+
 def _blocks(rows: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
     out: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -140,17 +152,17 @@ def nfe_curves(rows: Sequence[dict], out_dir: str) -> list[str]:
         lines: dict[tuple[str, str], list[dict]] = {}
         for r in items:
             if r["kind"] in _SAMPLED and r["num_samples"] == 1:
-                lines.setdefault((r["method"], r["setting"].split(":")[0]), []).append(r)
+                lines.setdefault((r["method"], _family(r["setting"])[0]), []).append(r)
         if sum(len(v) for v in lines.values()) < 2:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
         for (method, sampler), pts in sorted(lines.items()):
             pts = sorted(pts, key=lambda r: r["nfe"])
-            label = f"{method} {sampler.upper() if sampler != 'heun' else 'Heun'}"
+            label = f"{method} {sampler if sampler != 'heun' else 'Heun'}"
             axes[0].plot([r["nfe"] for r in pts], [100 * r["lpips"] for r in pts], "o-", label=label)
             axes[1].plot([r["nfe"] for r in pts], [r["psnr"] for r in pts], "o-", label=label)
             for r in pts:
-                axes[0].annotate(r["setting"].split(":")[-1], (r["nfe"], 100 * r["lpips"]), fontsize=6,
+                axes[0].annotate(_family(r["setting"])[1], (r["nfe"], 100 * r["lpips"]), fontsize=6,
                                  textcoords="offset points", xytext=(3, 3))
         _reference_lines(axes, items)
         nfes = sorted({round(r["nfe"]) for pts in lines.values() for r in pts})

@@ -1,16 +1,18 @@
 """`driftrec restore` (and `python sample.py`): restore JPEG photos of any size to PNG.
 
-    driftrec restore INPUT... -o OUTDIR [--checkpoint MODEL] [--sampler em|heun|ode] [--steps N] ...
+    driftrec restore INPUT... -o OUTDIR [--checkpoint MODEL] [--sampler ddim|dpm2m|sde-dpm2m|em|heun|ode]
+                     [--steps N] [--eta E] [--grid t|lambda|edm] ...
     driftrec restore photo.jpg -o OUTDIR --method ddrm [--checkpoint DDRM_MODEL] [--num-samples K]
 
 INPUTs are image files or folders (searched recursively for image extensions). Every image is
 cut into overlapping tiles (`images.restore_images`); the tiles of consecutive images share
-fixed-shape batches that go through one compiled sampler (`samplers.sample`, SPEC §4: EM/Heun
-with N steps to ε, or the probability-flow ODE with Dormand–Prince 5(4) at rtol = atol = --tol,
-k-sample averaging, colour correction); the blended result is written as a PNG named so that it
+fixed-shape batches that go through one compiled sampler (`samplers.sample`: the few-step
+exact-transition samplers of docs/SAMPLERS.md, the paper's Euler–Maruyama/Heun with N steps to ε
+(Sec. IV-F), or the probability-flow ODE with Dormand–Prince 5(4) at rtol = atol = --tol
+(Sec. IV-G); k-sample averaging, colour correction); the blended result is written as a PNG named so that it
 is never an input (`images.output_paths`), atomically (`images.atomic_write`), and replacing an
 existing file only with --overwrite. A regression model file goes down the same path with
-one network pass per tile. With a DDRM ε model (`--method ddrm`, papers 002/003, SPEC §6) every
+one network pass per tile. With a DDRM ε model (`--method ddrm`, DDRM-JPEG) every
 tile is restored by `ddrm.make_restorer(...).tiles` with the quantisation tables read from its own
 file (so DDRM inputs must be JPEG files, 4:2:0, 4:4:4 or gray); files are grouped by chroma
 layout, one compilation each. docs/RESTORE.md is the user guide.
@@ -49,21 +51,21 @@ import time
 import zlib
 from pathlib import Path
 
+from . import sampler_settings
+
 PROG = "driftrec restore"
 
-# Kept equal to samplers.SAMPLERS / DEFAULT_STEPS / DEFAULT_EPS (a test checks it); written out
-# here so that building the parser does not import JAX.
-SAMPLER_NAMES = ("em", "heun", "ode")
-SAMPLER_TITLES = {"em": "Euler–Maruyama", "heun": "Euler–Heun", "ode": "probability-flow ODE (Dopri5)"}
-DEFAULT_STEPS = 100
-DEFAULT_EPS = 0.03
-DEFAULT_TOL = 1e-3  # Table VI: rtol = atol = 1e-3 needs about 26 network evaluations
+# Sampler names, defaults and text forms: driftrec_jax.sampler_settings (no JAX import), shared
+# with `driftrec evaluate` and the training configs.
+SAMPLER_NAMES = sampler_settings.DIFFUSION_SAMPLERS
+DEFAULT_EPS = sampler_settings.DEFAULT_EPS
+DEFAULT_TOL = sampler_settings.DEFAULT_TOL  # paper Table VI: about 26 network evaluations at 1e-3
 METHODS = ("driftrec", "ddrm")
 # Tiles per batch when --batch-size is not given: on the CPU a batch of one 256² tile runs at the
 # highest rate (BENCHMARKS.md: 0.92 vs 0.64 network evaluations/s for 8), on accelerators 8.
 DEFAULT_BATCH_ACCELERATOR = 8
 DEFAULT_BATCH_CPU = 1
-DDRM_DEFAULT_STEPS = 20  # = ddrm.NUM_STEPS (SPEC §6)
+DDRM_DEFAULT_STEPS = sampler_settings.DEFAULT_STEPS["ddrm"]  # = ddrm.NUM_STEPS (papers 002/003)
 
 # File extensions picked up when an input is a folder (case-insensitive). Files named explicitly
 # are always tried, whatever their extension.
@@ -96,6 +98,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "  fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k).\n"
         "compilation cache: $DRIFTREC_CACHE_DIR, else $XDG_CACHE_HOME/driftrec_jax/jax,\n"
         "  else ~/.cache/driftrec_jax/jax.\n"
+        "samplers (network calls per tile; docs/RESTORE.md compares them):\n"
+        + sampler_settings.help_lines() + "\n"
         "See docs/RESTORE.md.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, or folders searched recursively for images "
@@ -112,14 +116,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="driftrec (a DriftRec or regression model) or ddrm (DDRM-JPEG with an "
                              "unconditional ε model; needs JPEG inputs, whose quantisation tables it "
                              "reads); default: whatever the model file is")
-    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default="em",
-                        help="reverse-time sampler: " + ", ".join(f"{k} = {v}" for k, v in SAMPLER_TITLES.items())
-                             + " (default: %(default)s)")
+    default = sampler_settings.default_setting()
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
+                        help=f"reverse-time sampler, one line each below (default: {default.label}; the "
+                             "paper's is --sampler em --steps 100)")
     parser.add_argument("--steps", type=_positive_int, default=None,
-                        help="time steps of em (1 network evaluation each) and heun (2 each), "
-                             f"ignored by ode (default {DEFAULT_STEPS}, the paper's); fewer em steps "
-                             "leave grain, so to save time use --sampler ode instead; DDRM steps from "
-                             f"t = 285 (default {DDRM_DEFAULT_STEPS})")
+                        help="steps of the sampler: network calls for ddim, dpm2m and sde-dpm2m; em 1 call "
+                             "each, heun 2; ignored by ode (defaults: "
+                             + ", ".join(f"{k} {v}" for k, v in sampler_settings.DEFAULT_STEPS.items() if k != "ddrm")
+                             + f"); DDRM steps from t = 285 (default {DDRM_DEFAULT_STEPS})")
+    parser.add_argument("--eta", type=_closed_unit_float, default=None,
+                        help="ddim only: η in [0, 1]; 1 draws each step from the exact posterior (default), "
+                             "0 is deterministic (smoother, blurrier)")
+    parser.add_argument("--grid", choices=sampler_settings.GRIDS, default=None,
+                        help="ddim, dpm2m, sde-dpm2m: grid of the network calls in time, uniform in t, in "
+                             "λ = log(a/σ) or EDM's ρ = 7 noise levels (defaults: ddim t, dpm2m and "
+                             "sde-dpm2m lambda)")
     parser.add_argument("--eps", type=_unit_float, default=DEFAULT_EPS,
                         help="last time ε the samplers integrate down to (default: %(default)s)")
     parser.add_argument("--tol", type=_positive_float, default=DEFAULT_TOL,
@@ -187,6 +199,13 @@ def _unit_float(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _closed_unit_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
@@ -293,14 +312,26 @@ def _name_hash(path: str) -> int:
 # The compiled restorer
 
 
+def _setting(args) -> "sampler_settings.SamplerSetting":
+    """The sampler setting of the command-line options (the default one when none is named)."""
+    default = sampler_settings.default_setting()
+    name = args.sampler or default.sampler
+    if args.eta is not None and name != "ddim":
+        raise UsageError(f"--eta applies to --sampler ddim, not {name}")
+    if args.grid is not None and name not in sampler_settings.FEW_STEP:
+        raise UsageError(f"--grid applies to {', '.join(sampler_settings.FEW_STEP)}, not {name}")
+    if name == "ode":
+        return sampler_settings.SamplerSetting("ode", tol=args.tol, num_samples=args.num_samples)
+    if args.sampler is None and args.steps is None and args.eta is None and args.grid is None:
+        return dataclasses.replace(default, num_samples=args.num_samples)
+    return sampler_settings.SamplerSetting(name, steps=args.steps or sampler_settings.DEFAULT_STEPS[name],
+                                           eta=args.eta, grid=args.grid, num_samples=args.num_samples)
+
+
 def _sampler_settings(args) -> dict:
     """Keyword arguments of `samplers.sample` for the command-line options."""
-    settings = {"sampler": args.sampler, "num_samples": args.num_samples,
-                "color_correction": args.color_correction, "eps": args.eps}
-    if args.sampler == "ode":
-        settings.update(rtol=args.tol, atol=args.tol)
-    else:
-        settings["steps"] = args.steps or DEFAULT_STEPS
+    settings = _setting(args).options(args.eps)
+    settings["color_correction"] = args.color_correction
     return settings
 
 
@@ -568,8 +599,9 @@ def _restore(args) -> int:
                          f"{checkpoint} is a {kind} model")
     if method == "driftrec" and is_ddrm:
         raise UsageError(f"{checkpoint} is a DDRM ε model: restore with --method ddrm")
-    if is_ddrm and args.sampler != "em":
-        raise UsageError("--sampler applies to DriftRec models; DDRM has its own sampler (--steps, --num-samples)")
+    if is_ddrm and (args.sampler is not None or args.eta is not None or args.grid is not None):
+        raise UsageError("--sampler, --eta and --grid apply to DriftRec models; DDRM has its own sampler "
+                         "(--steps, --num-samples)")
     factor = _downsampling_factor(spec)
     if args.tile % factor:
         raise UsageError(f"--tile {args.tile} must be a multiple of {factor} for this model's network")
@@ -738,10 +770,7 @@ def _summary(restored: int, total: int, outdir, failed: int, skipped: int) -> st
 def _describe(args, ddrm: bool = False) -> str:
     if ddrm:
         text = f"DDRM-JPEG {args.steps or DDRM_DEFAULT_STEPS} steps"
-    elif args.sampler == "ode":
-        text = f"ode tol {args.tol:g}"
-    else:
-        text = f"{args.sampler} {args.steps or DEFAULT_STEPS} steps"
-    if args.num_samples > 1:
-        text += f", mean of {args.num_samples} samples"
-    return text
+        if args.num_samples > 1:
+            text += f", mean of {args.num_samples} samples"
+        return text
+    return _setting(args).label

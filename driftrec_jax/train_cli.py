@@ -130,14 +130,18 @@ def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
         rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)
                 for i in range(y.shape[0])]
         return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
-    opts = {"steps": sample_cfg.steps, "eps": sample_cfg.eps} if sample_cfg.sampler != "ode" else {"eps": sample_cfg.eps}
-    cache_key = (task, sample_cfg.sampler, tuple(sorted(opts.items())))
+    from .sampler_settings import from_config
+
+    setting = from_config(sample_cfg)
+    opts = setting.options(float(sample_cfg.eps))
+    opts.pop("sampler")
+    cache_key = (task, setting, float(sample_cfg.eps))
     restore = _SAMPLERS.get(cache_key)  # one compilation per run, not one per grid
     if restore is None:
         if task.is_regression:
             restore = make_regression_restorer(make_predict_fn(task.apply))
         else:
-            restore = make_sampler(make_score_fn(task.apply, task.sde), task.sde, sampler=sample_cfg.sampler, **opts)
+            restore = make_sampler(make_score_fn(task.apply, task.sde), task.sde, sampler=setting.sampler, **opts)
         _SAMPLERS[cache_key] = restore
     x, _ = restore(params, y, key)
     rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)

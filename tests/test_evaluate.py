@@ -268,7 +268,10 @@ def test_parsing_and_errors(setup, tmp_path):
     def settings(*argv):
         return [s.key for s in E._settings_from_args(parser.parse_args(["-d", "x", "-o", "y", *argv]))]
 
-    assert settings() == ["em:100"]
+    assert settings() == [E.DEFAULT_SETTING]
+    assert settings("--sampler", "em") == ["em:100"]
+    assert settings("--sampler", "ddim", "--eta", "0", "--steps", "10") == ["ddim:10:0"]
+    assert settings("--sampler", "dpm2m", "--grid", "edm") == ["dpm2m:6@edm"]
     assert settings("--sampler", "ode", "--tol", "1e-4") == ["ode:0.0001"]
     assert settings("--sampler-settings", "em:30", "ode:1e-3") == ["em:30", "ode:0.001"]
     assert settings("--sampler", "heun", "--sampler-settings", "em:30", "--samples", "1", "4") == [

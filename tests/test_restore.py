@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from driftrec_jax import models, restore_cli, samplers
+from driftrec_jax import models, restore_cli, sampler_settings, samplers
 
 ROOT = Path(__file__).resolve().parents[1]
 SDE = {"name": "ouve", "gamma": 1.0, "sigma_min": 0.01, "sigma_max": 1.0}
@@ -93,7 +93,7 @@ def folder_run(files):
 
 def test_options_match_samplers_and_help_gives_defaults():
     assert restore_cli.SAMPLER_NAMES == tuple(samplers.SAMPLERS)
-    assert restore_cli.DEFAULT_STEPS == samplers.DEFAULT_STEPS
+    assert sampler_settings.DEFAULT_STEPS["em"] == samplers.DEFAULT_STEPS
     assert restore_cli.DEFAULT_EPS == samplers.DEFAULT_EPS
     from driftrec_jax import ddrm
 
@@ -104,7 +104,8 @@ def test_options_match_samplers_and_help_gives_defaults():
         if action.option_strings and action.dest != "help":
             assert action.help, action.dest
             assert ("required" if action.required else "default") in action.help, action.dest
-    for option in ("--checkpoint", "--sampler", "--steps", "--tol", "--num-samples", "--seed", "--batch-size",
+    for option in ("--checkpoint", "--sampler", "--steps", "--eta", "--grid", "--tol", "--num-samples", "--seed",
+                   "--batch-size",
                    "--tile", "--overlap", "--no-color-correction", "--no-compile-cache"):
         assert option in text
     assert "fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k)" in text
@@ -120,12 +121,23 @@ def test_sample_py_is_the_same_command():
 
 def test_sampler_settings():
     parse = restore_cli.build_parser().parse_args
-    em = restore_cli._sampler_settings(parse(["x", "-o", "y"]))
+    default = restore_cli._sampler_settings(parse(["x", "-o", "y"]))
+    assert default == dict(sampler_settings.default_setting().options(0.03), color_correction=True)
+    em = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "em"]))
     assert em == {"sampler": "em", "num_samples": 1, "color_correction": True, "eps": 0.03, "steps": 100}
     ode = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "ode", "--tol", "0.01",
                                                "--no-color-correction", "--num-samples", "3"]))
     assert ode == {"sampler": "ode", "num_samples": 3, "color_correction": False, "eps": 0.03,
                    "rtol": 0.01, "atol": 0.01}
+    ddim = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "ddim", "--eta", "0", "--grid", "edm",
+                                                "--steps", "4"]))
+    assert ddim == {"sampler": "ddim", "num_samples": 1, "color_correction": True, "eps": 0.03, "steps": 4,
+                    "eta": 0.0, "grid": "edm"}
+    dpm = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "sde-dpm2m"]))
+    assert dpm["steps"] == sampler_settings.DEFAULT_STEPS["sde-dpm2m"] and dpm["grid"] == "lambda"
+    for argv, option in ((["--sampler", "em", "--eta", "0"], "--eta"), (["--sampler", "ode", "--grid", "t"], "--grid")):
+        with pytest.raises(restore_cli.UsageError, match=option):
+            restore_cli._sampler_settings(parse(["x", "-o", "y", *argv]))
 
 
 def test_downsampling_factor():
