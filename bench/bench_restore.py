@@ -18,6 +18,10 @@ Parts (each prints a Markdown table; run them one at a time to keep each run sho
               the prior draw and colour correction are negligible).
   big         one 6000×4000 JPEG through `driftrec restore` (default tile 256, overlap 32, batch 8):
               wall time and peak memory (maximum resident set size) of the process.
+  samplers    the tile restorer of `driftrec restore` for each --settings sampler setting
+              (default: the few-step samplers at their default steps), one batch of --batches[0]
+              256² tiles: compile seconds, seconds per tile (whole sampler, not extrapolated),
+              network calls and restorations per second.
 
 Random weights: speed does not depend on them. --pause-pid PID stops that process (the
 background training run) while benchmarking and always resumes it (also on errors and signals).
@@ -175,6 +179,41 @@ def bench_throughput(network: str, size: int, batches: list[int], steps: int, re
             "|---|---|---|---|---|---|---|", *rows]
 
 
+def bench_samplers(network: str, size: int, batch: int, settings: list[str], repeats: int) -> list[str]:
+    import jax
+
+    from driftrec_jax import models, restore_cli
+    from driftrec_jax.sampler_settings import parse_setting
+
+    with tempfile.TemporaryDirectory() as d:
+        random_model(Path(d) / "m.msgpack", network)
+        task, params, _ = models.load_model(str(Path(d) / "m.msgpack"))
+    y = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
+    ids = np.stack([np.zeros(batch, np.uint32), np.arange(batch, dtype=np.uint32)], axis=1)
+    key = jax.random.PRNGKey(0)
+    rows = []
+    for text in settings:
+        setting = parse_setting(text)
+        opts = dict(setting.options(), color_correction=True)
+        fn = jax.jit(restore_cli.make_tile_restorer(task, opts))
+        t0 = time.perf_counter()
+        compiled = fn.lower(params, y, key, ids).compile()
+        compile_s = time.perf_counter() - t0
+        times, nfe = [], None
+        for _ in range(repeats + 1):  # the first run is a warm-up
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(compiled(params, y, key, ids))
+            times.append(time.perf_counter() - t0)
+            nfe = int(np.max(np.asarray(out[1])))
+        t = float(np.median(times[1:]))
+        rows.append(f"| `{setting.key}` | {setting.label} | {nfe} | {compile_s:.1f} | {t / batch:.2f} | "
+                    f"{batch * nfe / t:.2f} | {batch / t:.3f} |")
+    return [f"network `{network}` (random weights), batch of {batch} {size}² tiles through the tile restorer of "
+            f"`driftrec restore` (per-tile keys, colour correction), median of {repeats} after a warm-up", "",
+            "| setting | sampler | NFE | compile s | s per tile | NFE/s | restorations/s |",
+            "|---|---|---:|---:|---:|---:|---:|", *rows]
+
+
 def bench_big(tmp: Path, network: str, steps: int, batch: int, overrides: dict | None = None) -> list[str]:
     model = tmp / f"{network}.msgpack"
     random_model(model, network, overrides=overrides)
@@ -195,7 +234,7 @@ def bench_big(tmp: Path, network: str, steps: int, batch: int, overrides: dict |
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="startup,throughput", help="comma-separated: startup, throughput, big")
+    ap.add_argument("--parts", default="startup,throughput", help="comma-separated: startup, throughput, big, samplers")
     ap.add_argument("--network", default="small", help="network of the startup and throughput parts")
     ap.add_argument("--size", type=int, default=256, help="tile side of the throughput part")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes of the throughput part")
@@ -207,6 +246,8 @@ def main() -> int:
     ap.add_argument("--big-batch", type=int, default=8)
     ap.add_argument("--big-overrides", type=json.loads, default=None,
                     help='network overrides of the big part as JSON, e.g. \'{"ch_mult": [1], "attn_resolutions": []}\'')
+    ap.add_argument("--settings", nargs="+", default=["ddim:6", "dpm2m:6", "sde-dpm2m:6", "ddim:10"],
+                    help="sampler settings of the samplers part (driftrec evaluate's text form)")
     ap.add_argument("--pause-pid", type=int, default=None, help="process to SIGSTOP while benchmarking")
     args = ap.parse_args()
 
@@ -222,6 +263,8 @@ def main() -> int:
             elif part == "throughput":
                 out += bench_throughput(args.network, args.size, args.batches, args.steps, args.repeats,
                                         compare_plain=not args.no_plain)
+            elif part == "samplers":
+                out += bench_samplers(args.network, args.size, args.batches[0], args.settings, args.repeats)
             elif part == "big":
                 (tmp / "big").mkdir()
                 out += bench_big(tmp / "big", args.big_network, args.big_steps, args.big_batch, args.big_overrides)

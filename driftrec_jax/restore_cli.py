@@ -346,7 +346,7 @@ def make_tile_restorer(task, settings: dict):
     tiles: float32 (B, h, w, 3) JPEG tiles in [0, 1]; ids: uint32 (B, 2), (crc32 of the file
     name, tile number) per tile; base_key: PRNGKey(seed). For a DriftRec (score) model every tile
     is restored on its own under `jax.vmap` with the key fold_in(fold_in(base_key, id0), id1) by
-    `samplers.sample` (SPEC §4: sampler, k-sample averaging, colour correction, clipping to
+    `samplers.sample` (sampler, k-sample averaging, colour correction, clipping to
     [0, 1]); a regression model (task.sde is None) makes one network pass per tile and ignores
     the key and `settings`.
     """
