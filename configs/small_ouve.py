@@ -26,7 +26,6 @@ def get_config():
     c.train.log_every = 20
     c.train.sample_every = 1000
     c.train.checkpoint_every = 500
-    # Sample grids and validation with 30 EM steps: cheap enough to watch progress, but far from
-    # converged (grainy; docs/RESTORE.md, 'Choosing a sampler'), so read them for trends only.
-    c.sample.steps = 30
+    # Sample grids and validation use the default sampler (driftrec_jax.sampler_settings), a few
+    # network calls: cheap enough to watch progress on a CPU.
     return c

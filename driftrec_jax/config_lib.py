@@ -179,11 +179,14 @@ def default_config() -> ml_collections.ConfigDict:
     # Sampler of the sample grids and validation (names as `driftrec restore --sampler`;
     # driftrec_jax.sampler_settings): steps, ODE tolerance, DDIM η, few-step time grid ("" = the
     # sampler's default).
+    from .sampler_settings import DEFAULT_EPS, DEFAULT_TOL, default_setting
+
+    default = default_setting()  # the same default as `driftrec restore`
     c.sample = ml_collections.ConfigDict()
-    c.sample.sampler = "em"
-    c.sample.steps = 100
-    c.sample.tol = 1e-3
-    c.sample.eta = 1.0
-    c.sample.grid = ""
-    c.sample.eps = 0.03
+    c.sample.sampler = default.sampler
+    c.sample.steps = default.steps or 100
+    c.sample.tol = DEFAULT_TOL
+    c.sample.eta = 1.0 if default.eta is None else default.eta
+    c.sample.grid = default.grid or ""
+    c.sample.eps = DEFAULT_EPS
     return c

@@ -205,7 +205,7 @@ def test_grayscale_folder_is_restored_as_rgb_and_measured_as_gray(setup, first_r
 
 def test_quick_validation_returns_finite_metrics(setup):
     cfg = _tiny_config()
-    cfg.sample.steps = 2  # 4 crops of 32 px, EM 2 steps: the sampler compiled for evaluate above
+    cfg.sample.sampler, cfg.sample.steps = "em", 2  # 4 crops of 32 px, EM 2 steps: compiled for evaluate above
     task, params, _ = models.load_model(setup["score"])
     res = E.quick_validation(task, params, cfg, setup["mixed"], 4, 10)
     assert set(res) == {"psnr", "ssim", "lpips"}

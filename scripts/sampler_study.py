@@ -1,0 +1,224 @@
+"""Tables and plots of a quality-against-NFE study made with `driftrec evaluate`.
+
+    driftrec evaluate -c DriftRec=MODEL -d kodak24/ mcmaster18/ cbsd68/ -q 10 20 30 --crop 128 \\
+        --tile 128 --batch-size 1 --sampler-settings ddim:3 ddim:5 dpm2m:5 em:100 ... --out OUT
+    python scripts/sampler_study.py OUT --reference em:100 [--plots docs/figures] [--md OUT/study.md]
+
+Reads OUT/per_image.csv (or OUT/cache.jsonl while a run is still going) and writes, as Markdown:
+
+1. one table over every (set, quality, image) that all settings were run on: per setting the
+   network calls, mean PSNR / SSIM / PSNR-B / LPIPS / BEF, and the per-image differences to the
+   reference setting and to the JPEG as mean ± standard deviation with the count of images where
+   the setting is better — so a reader sees which differences exceed the image-to-image spread;
+2. the same means per set and quality.
+
+With --plots, PSNR and LPIPS against NFE and the perception–distortion plane (LPIPS against PSNR),
+one line per sampler family, as PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+import math
+import os
+import re
+import sys
+
+METRICS = (("psnr", "PSNR", 1.0, True), ("ssim", "SSIM", 1.0, True), ("psnrb", "PSNR-B", 1.0, True),
+           ("lpips", "LPIPS×100", 100.0, False), ("bef", "BEF×10⁴", 1e4, False))
+
+
+def read_rows(out: str) -> list[dict]:
+    """Per-image rows of an evaluate --out folder (per_image.csv, else the cache of a running job)."""
+    path = os.path.join(out, "per_image.csv")
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = []
+        with open(os.path.join(out, "cache.jsonl")) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a killed run
+                    pass
+    for r in rows:
+        for k, *_ in METRICS:
+            r[k] = float(r[k])
+        r["nfe"] = float(r["nfe"]) if r.get("nfe") not in (None, "") else math.nan
+        r["seconds"] = float(r["seconds"]) if r.get("seconds") not in (None, "") else math.nan
+        r["setting"] = r.get("setting") or ("JPEG" if r.get("kind") == "jpeg" else r.get("method", ""))
+    return rows
+
+
+def _image_id(r: dict) -> tuple:
+    return (r["dataset"], r["protocol"], r["image"])
+
+
+def _mean(v):
+    return sum(v) / len(v) if v else math.nan
+
+
+def _std(v):
+    if len(v) < 2:
+        return math.nan
+    m = _mean(v)
+    return math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+
+
+def paired(rows: list[dict], reference: str) -> tuple[list[str], dict]:
+    """(settings in order, {setting: {image id: row}}) over the images every setting was run on."""
+    by: dict[str, dict] = collections.defaultdict(dict)
+    for r in rows:
+        by[r["setting"]][_image_id(r)] = r
+    if reference not in by:
+        raise SystemExit(f"sampler_study: no rows of the reference setting {reference!r}")
+    if "JPEG" not in by:
+        raise SystemExit("sampler_study: no JPEG rows")
+    common = set.intersection(*(set(v) for v in by.values()))
+    if not common:
+        raise SystemExit("sampler_study: no image was run with every setting yet")
+    order = sorted(by, key=lambda s: (s != "JPEG", _family(s), _nfe(by[s])))
+    return order, {s: {i: by[s][i] for i in common} for s in order}
+
+
+def _nfe(per_image: dict) -> float:
+    return _mean([r["nfe"] for r in per_image.values()])
+
+
+def _family(setting: str) -> str:
+    return re.sub(r":[0-9.e-]+", "", setting.split("x")[0], count=1)
+
+
+def _fmt(v, spec=".2f"):
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def overall_table(order: list[str], data: dict, reference: str) -> list[str]:
+    ids = sorted(next(iter(data.values())))
+    out = [f"{len(ids)} images (set × quality × image). Δ: mean ± standard deviation over images of the "
+           f"per-image difference; 'better' counts the images where the setting beats the reference "
+           f"({reference}) or the JPEG.", "",
+           "| setting | NFE | PSNR | SSIM | PSNR-B | LPIPS×100 | BEF×10⁴ | ΔPSNR vs ref | better | ΔLPIPS×100 vs ref | "
+           "better | ΔPSNR vs JPEG | better | ΔLPIPS×100 vs JPEG | better | s/img |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ref, jpeg = data[reference], data["JPEG"]
+    for s in order:
+        d = data[s]
+        means = [_mean([d[i][k] * scale for i in ids]) for k, _, scale, _ in METRICS]
+        cells = []
+        for base in (ref, jpeg):
+            if s in ("JPEG",) or d is base:
+                cells += ["", "", "", ""]
+                continue
+            dp = [d[i]["psnr"] - base[i]["psnr"] for i in ids]
+            dl = [100 * (d[i]["lpips"] - base[i]["lpips"]) for i in ids]
+            cells += [f"{_mean(dp):+.2f} ± {_std(dp):.2f}", f"{sum(x > 0 for x in dp)}/{len(ids)}",
+                      f"{_mean(dl):+.2f} ± {_std(dl):.2f}", f"{sum(x < 0 for x in dl)}/{len(ids)}"]
+        nfe = _nfe(d)
+        sec = _mean([d[i]["seconds"] for i in ids])
+        out.append(f"| {s} | {_fmt(nfe, '.0f')} | {means[0]:.2f} | {means[1]:.3f} | {means[2]:.2f} | {means[3]:.1f} | "
+                   f"{means[4]:.1f} | " + " | ".join(cells) + f" | {_fmt(sec)} |")
+    return out
+
+
+def per_block_table(order: list[str], data: dict) -> list[str]:
+    ids = sorted(next(iter(data.values())))
+    blocks = sorted({(i[0], i[1]) for i in ids}, key=lambda b: (b[0], int(re.sub(r"\D", "", b[1]) or 0)))
+    out = ["| setting | " + " | ".join(f"{d} {p.upper()}" for d, p in blocks) + " |",
+           "|---|" + "---:|" * len(blocks)]
+    for s in order:
+        cells = []
+        for b in blocks:
+            rows = [data[s][i] for i in ids if (i[0], i[1]) == b]
+            cells.append(f"{_mean([r['psnr'] for r in rows]):.2f} / {100 * _mean([r['lpips'] for r in rows]):.1f}")
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    counts = collections.Counter((i[0], i[1]) for i in ids)
+    out.append("")
+    out.append("Cells: PSNR dB / LPIPS×100; images per cell: "
+               + ", ".join(f"{d} {p.upper()} {counts[(d, p)]}" for d, p in blocks) + ".")
+    return out
+
+
+def plots(order: list[str], data: dict, reference: str, out_dir: str, prefix: str = "sampler_study") -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ids = sorted(next(iter(data.values())))
+    fams: dict[str, list] = collections.defaultdict(list)
+    for s in order:
+        if s == "JPEG":
+            continue
+        d = data[s]
+        fams[_family(s)].append((_nfe(d), _mean([d[i]["psnr"] for i in ids]), 100 * _mean([d[i]["lpips"] for i in ids]), s))
+    jpeg = data["JPEG"]
+    j_psnr, j_lpips = _mean([jpeg[i]["psnr"] for i in ids]), 100 * _mean([jpeg[i]["lpips"] for i in ids])
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for fam, pts in sorted(fams.items()):
+        pts.sort()
+        style = dict(marker="o") if len(pts) > 1 else dict(marker="s", linestyle="none")
+        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], label=fam, **style)
+        axes[1].plot([p[0] for p in pts], [p[2] for p in pts], label=fam, **style)
+    for ax, v, name in ((axes[0], j_psnr, "PSNR (dB) ↑"), (axes[1], j_lpips, "LPIPS ×100 ↓")):
+        ax.axhline(v, color="gray", linestyle="--", label="JPEG")
+        ax.set_xscale("log")
+        ax.set_xlabel("network calls per image (NFE)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"Quality against network calls ({len(ids)} images)", fontsize=10)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, f"{prefix}_nfe.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for fam, pts in sorted(fams.items()):
+        pts.sort()
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", label=fam)
+        for p in pts:
+            ax.annotate(f"{p[0]:.0f}", (p[1], p[2]), fontsize=6, textcoords="offset points", xytext=(3, 3))
+    ax.plot([j_psnr], [j_lpips], "k*", markersize=10, label="JPEG")
+    ax.set_xlabel("PSNR (dB) → better")
+    ax.set_ylabel("LPIPS ×100 ↓ better")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Perception–distortion (labels: NFE)", fontsize=10)
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, f"{prefix}_pd.png"))
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", help="the --out folder of a driftrec evaluate run")
+    ap.add_argument("--reference", default="em:100", help="setting the others are compared with (default em:100)")
+    ap.add_argument("--plots", metavar="DIR", help="also write the two plots into DIR")
+    ap.add_argument("--prefix", default="sampler_study", help="file name prefix of the plots")
+    args = ap.parse_args(argv)
+    try:
+        rows = read_rows(args.out)
+    except OSError as err:
+        print(f"sampler_study: cannot read {args.out}: {err.strerror}", file=sys.stderr)
+        return 2
+    order, data = paired(rows, args.reference)
+    lines = ["#### All images", ""] + overall_table(order, data, args.reference)
+    lines += ["", "#### Per set and quality", ""] + per_block_table(order, data)
+    print("\n".join(lines))
+    if args.plots:
+        os.makedirs(args.plots, exist_ok=True)
+        for p in plots(order, data, args.reference, args.plots, args.prefix):
+            print(f"wrote {p}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
