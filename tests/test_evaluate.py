@@ -137,6 +137,27 @@ def test_readme_table_script_lists_every_row_in_order(first_run):
     assert cells[0][3] == "" and cells[0][-1] == ""  # the JPEG has no NFE and no time
 
 
+def test_sampler_study_script_pairs_images_and_reports_the_spread(first_run, tmp_path, capsys):
+    study = _script("sampler_study")
+    assert study.main([first_run["out"], "--reference", "em:2", "--plots", str(tmp_path)]) == 0
+    text = capsys.readouterr().out.split("#### Per set")[0]  # the table over all images
+    rows = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")]
+                              for line in text.splitlines() if line.startswith("| "))}
+    assert set(rows) >= {"JPEG", "em:2", "reg", "setting"}
+    per_image = first_run["per_image"]
+    # The baseline row's PSNR difference to the JPEG: mean ± std over the same 8 images, and the count.
+    key = lambda r: (r["dataset"], r["protocol"], r["image"])  # noqa: E731
+    jpeg = {key(r): float(r["psnr"]) for r in per_image if r["kind"] == "jpeg"}
+    reg = {key(r): float(r["psnr"]) for r in per_image if r["method"] == "reg"}
+    diff = np.array([reg[k] - jpeg[k] for k in sorted(jpeg)])
+    assert len(diff) == 8
+    assert rows["reg"][11] == f"{diff.mean():+.2f} ± {diff.std(ddof=1):.2f}"
+    assert rows["reg"][12] == f"{int((diff > 0).sum())}/8"
+    assert (tmp_path / "sampler_study_nfe.png").stat().st_size > 0 and (tmp_path / "sampler_study_pd.png").exists()
+    with pytest.raises(SystemExit, match="reference"):
+        study.main([first_run["out"], "--reference", "ddim:6"])
+
+
 def test_jpeg_row_equals_metrics_of_the_evaluation_pairs(setup, first_run):
     pairs = list(data.eval_pairs(setup["rgb"], qualities=(10,)))
     want = np.mean([float(M.psnr(p["jpeg"], p["clean"])) for p in pairs])
