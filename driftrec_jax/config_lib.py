@@ -148,6 +148,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.crops_per_image = 1
     c.data.shuffle_buffer = 1024  # tfds sources only; folders are permuted fully each epoch
     c.data.jpeg_backend = "tf"  # 'tf' or 'pillow' (same bytes, docs/DATA.md)
+    c.data.pipeline = "tf"  # 'tf' (tf.data) or 'numpy' (threads + Pillow, no TensorFlow; same batches)
     c.data.num_parallel_calls = -1  # -1: autotune
     c.data.prefetch = 2
 

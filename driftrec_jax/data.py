@@ -1,6 +1,6 @@
 """(clean, JPEG) image pairs for training and evaluation (SPEC §3 training data, §5 protocols).
 
-Training (`make_train_iterator`, `train_dataset`): a tf.data pipeline that, per example,
+Training (`make_train_iterator`, `train_dataset`): a pipeline that, per example,
   1. reads one source image of this process's shard (Pillow, any bit depth or mode, converted to
      8-bit RGB by `to_rgb8`; optionally kept decoded in memory),
   2. takes a random resized crop (square, scale 0.2..1 of the area, Pillow's antialiased bilinear
@@ -9,6 +9,9 @@ Training (`make_train_iterator`, `train_dataset`): a tf.data pipeline that, per 
      quantisation tables and bytes of Pillow's encoder) and decodes it exactly as Pillow does -- y,
 and yields per-process batches of numpy arrays
   {"clean": (B, S, S, 3) float32, "jpeg": (B, S, S, 3) float32, "quality": (B,) int32}, values in [0, 1].
+Two implementations give the same batches (`DataConfig.pipeline`): "tf", a tf.data graph, and
+"numpy", a thread pool around Pillow that never imports TensorFlow (folders and file lists only),
+for hosts without TensorFlow.
 
 Every random choice of example k is a pure function of (seed, process_index, k), and the file order
 of each epoch is a seeded permutation, so the stream is reproducible and a run can resume at any
@@ -16,7 +19,7 @@ batch in O(1) (`start_batch`, `TrainIterator.skip`).
 
 Evaluation (`eval_pairs`): full-size images at fixed qualities, or the unaligned double-JPEG protocol
 (QF1, shift 0-4 px, QF2; SPEC §5), with Pillow only. TensorFlow is imported lazily and only by the
-training pipeline, so evaluation and restoration never import it. docs/DATA.md is the user guide.
+"tf" training pipeline, so evaluation, restoration and the "numpy" pipeline never import it. docs/DATA.md is the user guide.
 """
 
 from __future__ import annotations
@@ -158,6 +161,10 @@ def shard_files(files: Sequence[str], process_index: int, process_count: int) ->
 # ----------------------------------------------------------------------------------------------
 
 
+def _is_tfds(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and os.fspath(source).startswith(TFDS_PREFIX)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Options of the training pipeline (the fields of `config.data`; docs/DATA.md).
@@ -168,7 +175,9 @@ class DataConfig:
     the uniform integer JPEG quality (SPEC §3: 0..100); cache: keep decoded source images in memory
     (folders/lists; encoded records for tfds); crops_per_image: consecutive examples cut from one
     decode; shuffle_buffer: tfds sources only (folders/lists are permuted fully each epoch);
-    jpeg_backend: "tf" (tf.image ops) or "pillow" (same pixels); num_parallel_calls: -1 = autotune.
+    jpeg_backend: "tf" (tf.image ops) or "pillow" (same pixels; the "numpy" pipeline always uses
+    Pillow); pipeline: "tf" (tf.data) or "numpy" (a thread pool, no TensorFlow; folders and lists
+    only; same batches); num_parallel_calls: -1 = autotune (numpy: one thread per CPU core).
     """
 
     source: Any = None
@@ -184,6 +193,7 @@ class DataConfig:
     crops_per_image: int = 1
     shuffle_buffer: int = 1024
     jpeg_backend: str = "tf"
+    pipeline: str = "tf"
     num_parallel_calls: int = -1
     prefetch: int = 2
 
@@ -207,6 +217,15 @@ class DataConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.jpeg_backend not in ("tf", "pillow"):
             raise ValueError(f"jpeg_backend must be 'tf' or 'pillow', got {self.jpeg_backend!r}")
+        if self.pipeline not in ("tf", "numpy"):
+            raise ValueError(f"pipeline must be 'tf' or 'numpy', got {self.pipeline!r}")
+        if self.pipeline == "numpy" and _is_tfds(self.source):
+            raise ValueError("the numpy pipeline reads folders and file lists; a tensorflow-datasets source "
+                             "needs pipeline='tf'")
+
+    @property
+    def is_tfds(self) -> bool:
+        return _is_tfds(self.source)
 
     @classmethod
     def from_any(cls, config: Any) -> "DataConfig":
@@ -406,6 +425,14 @@ class _ExampleMaker:
         return np.stack([jpeg_roundtrip(c, int(q)) for c, q in zip(clean, quality)]) if len(clean) else clean.copy()
 
 
+def _shard_table(cfg: DataConfig, process_index: int, process_count: int) -> _ImageTable:
+    """The image table of this process's shard of a folder or list (fails at once if none is readable)."""
+    files = shard_files(list_images(cfg.source), process_index, process_count)
+    table = _ImageTable(files, files, cfg.cache)
+    table.check_any_readable()
+    return table
+
+
 # ----------------------------------------------------------------------------------------------
 # The tf.data pipeline
 # ----------------------------------------------------------------------------------------------
@@ -488,8 +515,7 @@ def _build(cfg: DataConfig, process_index: int, process_count: int, start_batch:
     pillow = cfg.jpeg_backend == "pillow"
     out_types = [tf.uint8, tf.int32] + ([tf.uint8] if pillow else [])
 
-    is_tfds = isinstance(cfg.source, (str, os.PathLike)) and os.fspath(cfg.source).startswith(TFDS_PREFIX)
-    if is_tfds:
+    if cfg.is_tfds:
         maker = _ExampleMaker(cfg, process_index, None)
         records, n = _tfds_source(cfg, process_index, process_count)
         if cfg.cache:
@@ -508,10 +534,7 @@ def _build(cfg: DataConfig, process_index: int, process_count: int, start_batch:
         ds = groups.map(lambda g, data: tf.numpy_function(make, [g, data], out_types),
                         num_parallel_calls=par, deterministic=True)
     else:
-        if table is None:
-            files = shard_files(list_images(cfg.source), process_index, process_count)
-            table = _ImageTable(files, files, cfg.cache)
-            table.check_any_readable()
+        table = table if table is not None else _shard_table(cfg, process_index, process_count)
         maker = _ExampleMaker(cfg, process_index, table)
 
         def make(g):
@@ -545,13 +568,87 @@ def _build(cfg: DataConfig, process_index: int, process_count: int, start_batch:
     return ds.with_options(options), maker
 
 
+# ----------------------------------------------------------------------------------------------
+# The numpy pipeline (threads and Pillow; no TensorFlow)
+# ----------------------------------------------------------------------------------------------
+
+
+class _NumpyStream:
+    """The batches of the tf.data pipeline, made by a thread pool instead (pipeline="numpy").
+
+    Groups g0, g0 + 1, ... are made by `_ExampleMaker` (crops, qualities) and Pillow's JPEG
+    (`jpeg_roundtrip`) in worker threads -- Pillow releases the GIL while it resizes, encodes and
+    decodes -- and are consumed in order, a bounded window of them ahead of the consumer; the first
+    r0 examples are skipped, as the tf.data pipeline does. So batch k is the same as the "tf"
+    pipeline's batch k, and equally a pure function of (seed, process, k).
+    """
+
+    def __init__(self, cfg: DataConfig, maker: _ExampleMaker, start_batch: int):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.cfg, self.maker = cfg, maker
+        m, b = cfg.crops_per_image, cfg.batch_size
+        self._next_group, self._skip = divmod(start_batch * b, m)
+        workers = cfg.num_parallel_calls if cfg.num_parallel_calls > 0 else (os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="driftrec-data")
+        self._window = max(2 * workers, cfg.prefetch * -(-b // m))  # groups in flight
+        self._pending: Any = deque()
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._have = 0
+
+    def _group(self, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        clean, quality = self.maker.group_from_index(np.int64(g))
+        return clean, self.maker.add_pillow_jpeg(clean, quality), quality
+
+    def __iter__(self) -> "_NumpyStream":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        b = self.cfg.batch_size
+        while self._have < b:
+            while len(self._pending) < self._window:
+                self._pending.append(self._pool.submit(self._group, self._next_group))
+                self._next_group += 1
+            clean, jpeg, quality = self._pending.popleft().result()
+            if self._skip:
+                cut = min(self._skip, len(clean))
+                self._skip -= cut
+                clean, jpeg, quality = clean[cut:], jpeg[cut:], quality[cut:]
+            if len(clean):
+                self._parts.append((clean, jpeg, quality))
+                self._have += len(clean)
+        clean, jpeg, quality = (np.concatenate(a) for a in zip(*self._parts))
+        rest = (clean[b:], jpeg[b:], quality[b:])
+        self._parts, self._have = ([rest] if len(rest[0]) else []), len(rest[0])
+        scale = np.float32(255.0)
+        return {"clean": clean[:b].astype(np.float32) / scale, "jpeg": jpeg[:b].astype(np.float32) / scale,
+                "quality": quality[:b].astype(np.int32)}
+
+    def close(self) -> None:
+        """Stops the worker threads (queued groups are dropped)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _build_numpy(cfg: DataConfig, process_index: int, process_count: int, start_batch: int,
+                 table: _ImageTable | None = None) -> tuple[_NumpyStream, _ExampleMaker]:
+    if start_batch < 0:
+        raise ValueError(f"start_batch must be >= 0, got {start_batch}")
+    table = table if table is not None else _shard_table(cfg, process_index, process_count)
+    maker = _ExampleMaker(cfg, process_index, table)
+    return _NumpyStream(cfg, maker, start_batch), maker
+
+
 def train_dataset(config: Any, process_index: int = 0, process_count: int = 1, start_batch: int = 0):
     """The tf.data.Dataset of per-process training batches (infinite), from batch `start_batch` on.
 
     Elements: {"clean", "jpeg": (B, S, S, 3) float32 in [0, 1], "quality": (B,) int32}. `config` is a
-    DataConfig, dict or ConfigDict (see `DataConfig`). SPEC §3.
+    DataConfig, dict or ConfigDict (see `DataConfig`); its `pipeline` must be "tf". SPEC §3.
     """
-    return _build(DataConfig.from_any(config), int(process_index), int(process_count), int(start_batch))[0]
+    cfg = DataConfig.from_any(config)
+    if cfg.pipeline != "tf":
+        raise ValueError("train_dataset builds the tf.data pipeline; for pipeline='numpy' use make_train_iterator")
+    return _build(cfg, int(process_index), int(process_count), int(start_batch))[0]
 
 
 class TrainIterator:
@@ -560,6 +657,8 @@ class TrainIterator:
     `position` is the index of the next batch; store it with a checkpoint and pass it back as
     `start_batch` (or call `skip`) to continue the same stream for the same seed. `num_images` is the
     size of this process's shard (folders/lists) and `unreadable` the number of files skipped so far.
+    `dataset` is the tf.data.Dataset behind it (None for pipeline="numpy"); `close()` stops the
+    numpy pipeline's threads.
     """
 
     def __init__(self, config: Any, process_index: int = 0, process_count: int = 1, start_batch: int = 0):
@@ -568,9 +667,20 @@ class TrainIterator:
         self._start(int(start_batch))
 
     def _start(self, start_batch: int, table: _ImageTable | None = None) -> None:
-        self.dataset, self._maker = _build(self.config, self.process_index, self.process_count, start_batch, table)
-        self._it = self.dataset.as_numpy_iterator()
+        self.close()
+        if self.config.pipeline == "numpy":
+            self.dataset = None
+            self._it, self._maker = _build_numpy(self.config, self.process_index, self.process_count,
+                                                 start_batch, table)
+        else:
+            self.dataset, self._maker = _build(self.config, self.process_index, self.process_count,
+                                               start_batch, table)
+            self._it = self.dataset.as_numpy_iterator()
         self.position = start_batch
+
+    def close(self) -> None:
+        if isinstance(getattr(self, "_it", None), _NumpyStream):
+            self._it.close()
 
     @property
     def num_images(self) -> int | None:

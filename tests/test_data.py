@@ -136,7 +136,8 @@ def test_config_matches_config_lib_and_validates():
     cfg = data.DataConfig.from_any(c)  # every config_lib field is a DataConfig field
     assert {f.name for f in dataclasses.fields(data.DataConfig)} == set(c.to_dict())
     assert cfg.crop_scale == (0.2, 1.0) and cfg.q_range == (0, 100) and cfg.crop_size == 256
-    for bad in (dict(q_range=(0, 101)), dict(crop_scale=(0.0, 1.0)), dict(jpeg_backend="cv2"), dict(batch_size=0)):
+    for bad in (dict(q_range=(0, 101)), dict(crop_scale=(0.0, 1.0)), dict(jpeg_backend="cv2"), dict(batch_size=0),
+                dict(pipeline="torch")):
         with pytest.raises(ValueError):
             data.DataConfig(source="x", **bad)
     with pytest.raises(ValueError, match="unknown data config"):
@@ -281,9 +282,9 @@ def reference_batches(photos):
     return _batches(_cfg(photos, crops_per_image=3), 6)[1]
 
 
-@pytest.mark.parametrize("backend", ["tf", "pillow"])
-def test_batches_shapes_range_quality_and_pillow_jpeg(photos, backend):
-    it, bs = _batches(_cfg(photos, q_range=(20, 22), jpeg_backend=backend, seed=11), 6)
+@pytest.mark.parametrize("pipeline,backend", [("tf", "tf"), ("tf", "pillow"), ("numpy", "pillow")])
+def test_batches_shapes_range_quality_and_pillow_jpeg(photos, pipeline, backend):
+    it, bs = _batches(_cfg(photos, q_range=(20, 22), jpeg_backend=backend, pipeline=pipeline, seed=11), 6)
     qs = np.concatenate([b["quality"] for b in bs])
     for b in bs:
         assert set(b) == {"clean", "jpeg", "quality"}
@@ -387,6 +388,69 @@ def test_images_smaller_than_the_crop_are_upsampled(tmp_path):
     assert b["clean"].shape == (B, S, S, 3)
     for c in _u8(b["clean"]):
         np.testing.assert_array_equal(c, want)
+
+
+# ---------------------------------------------------------------------------------------------
+# the numpy pipeline (threads and Pillow, no TensorFlow)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_numpy_pipeline_gives_the_tf_pipelines_batches_and_resumes_alike(photos, reference_batches):
+    cfg = _cfg(photos, crops_per_image=3, pipeline="numpy")
+    it, bs = _batches(cfg, 6)
+    assert it.dataset is None and it.num_images == 5 and it.position == 6
+    for want, got in zip(reference_batches, bs):  # crops, qualities, JPEG and float conversion: bit for bit
+        for key in want:
+            assert got[key].dtype == want[key].dtype
+            np.testing.assert_array_equal(got[key], want[key])
+    it.close()
+    # Resuming inside a group of crops and a later epoch, and skipping on a live iterator.
+    it = data.make_train_iterator(cfg, start_batch=4)
+    for want in reference_batches[4:]:
+        got = next(it)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    it.skip(1)  # position 6 -> 7
+    assert it.position == 7
+    it.close()
+    np.testing.assert_array_equal(next(data.make_train_iterator(cfg, start_batch=7))["clean"],
+                                  _batches(_cfg(photos, crops_per_image=3), 8)[1][7]["clean"])
+
+
+def test_numpy_pipeline_is_deterministic_for_a_seed_whatever_the_threads(photos):
+    def stream(seed, threads):
+        it, bs = _batches(_cfg(photos, pipeline="numpy", seed=seed, num_parallel_calls=threads, cache=False), 4)
+        it.close()
+        return bs
+
+    one, four = stream(5, 1), stream(5, 4)
+    for a, b in zip(one, four):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    other = stream(6, 4)
+    assert not np.array_equal(other[0]["clean"], one[0]["clean"])
+    assert not np.array_equal(np.concatenate([b["quality"] for b in other]),
+                              np.concatenate([b["quality"] for b in one]))
+
+
+def test_numpy_pipeline_host_shards_are_disjoint_and_cover_the_files(tmp_path):
+    values = [10 * (i + 1) for i in range(7)]
+    root = _solid_folder(tmp_path / "solid", values)
+    seen = []
+    for p in range(2):
+        it, bs = _batches(_cfg(root, crop_size=8, pipeline="numpy"), 3, process_index=p, process_count=2)
+        assert it.num_images == (4, 3)[p]
+        it.close()
+        seen.append({int(v) for b in bs for v in _u8(b["clean"])[:, 0, 0, 0]})
+    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(values)
+    assert seen[0] == set(values[0::2])
+
+
+def test_numpy_pipeline_refuses_tfds_sources_and_train_dataset(photos):
+    with pytest.raises(ValueError, match="pipeline='tf'"):
+        data.DataConfig(source="tfds:div2k", pipeline="numpy")
+    with pytest.raises(ValueError, match="make_train_iterator"):
+        data.train_dataset(_cfg(photos, pipeline="numpy"))
 
 
 # ---------------------------------------------------------------------------------------------
