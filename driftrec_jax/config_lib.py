@@ -1,5 +1,8 @@
 """Loading configs (ml_collections ConfigDicts) by name or path, with command-line overrides.
 
+Without ml_collections installed (a bare accelerator host), configs are built from the small
+stand-in :class:`driftrec_jax.configdict.ConfigDict` instead, which offers the same access.
+
 A config is a Python file in ``configs/`` defining ``get_config()``; configs edit the one default,
 :func:`default_config`. ``load_config("small_ouve")`` finds ``configs/small_ouve.py`` (in the
 working directory or next to the package); any path to a ``.py`` file works too. A config can
@@ -18,7 +21,10 @@ import importlib.util
 import os
 from typing import Sequence
 
-import ml_collections
+try:
+    from ml_collections import ConfigDict
+except ImportError:  # a host without ml_collections: the stand-in
+    from .configdict import ConfigDict
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +44,7 @@ def resolve_config_path(name_or_path: str) -> str:
     raise FileNotFoundError(f"config not found: {name_or_path} (looked in {', '.join(config_search_path())})")
 
 
-def load_config(name_or_path: str) -> ml_collections.ConfigDict:
+def load_config(name_or_path: str) -> ConfigDict:
     path = resolve_config_path(name_or_path)
     spec = importlib.util.spec_from_file_location(f"driftrec_config_{os.path.basename(path)[:-3]}", path)
     module = importlib.util.module_from_spec(spec)
@@ -48,14 +54,14 @@ def load_config(name_or_path: str) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-def sibling_config(config_file: str, name: str) -> ml_collections.ConfigDict:
+def sibling_config(config_file: str, name: str) -> ConfigDict:
     """The config ``name`` from the folder of ``config_file`` (a config's ``__file__``), to edit."""
     return load_config(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py"))
 
 
-def ddrm_prior(max_train_timestep: int) -> ml_collections.ConfigDict:
+def ddrm_prior(max_train_timestep: int) -> ConfigDict:
     """The ``ddrm`` block of a DDRM-JPEG prior's config: linear β 1e-4..0.02 over T = 1000 (SPEC §6)."""
-    return ml_collections.ConfigDict(dict(
+    return ConfigDict(dict(
         num_timesteps=1000, beta_start=1e-4, beta_end=0.02, max_train_timestep=max_train_timestep))
 
 
@@ -87,7 +93,7 @@ def parse_overrides(args: Sequence[str]) -> dict:
     return out
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+def apply_overrides(config: ConfigDict, overrides: dict) -> ConfigDict:
     for key, value in overrides.items():
         node, *_ = config, None
         parts = key.split(".")
@@ -107,7 +113,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
     return config
 
 
-def default_config() -> ml_collections.ConfigDict:
+def default_config() -> ConfigDict:
     """The one default every config edits: DriftRec-OUVE with the paper's optimiser settings.
 
     Not meant to be run as it is (it names no data); see the other configs. Fields:
@@ -120,21 +126,21 @@ def default_config() -> ml_collections.ConfigDict:
       train.*           steps, logging, sample grids, checkpoints, validation
       sample.*          sampler used for sample grids and validation
     """
-    c = ml_collections.ConfigDict()
+    c = ConfigDict()
 
-    c.model = ml_collections.ConfigDict()
+    c.model = ConfigDict()
     c.model.network = "paper"
-    c.model.overrides = ml_collections.ConfigDict()
+    c.model.overrides = ConfigDict()
     c.model.variant = "score"
     c.model.dtype = "float32"
 
-    c.sde = ml_collections.ConfigDict()
+    c.sde = ConfigDict()
     c.sde.name = "ouve"
     c.sde.gamma = 1.0
     c.sde.sigma_min = 0.01
     c.sde.sigma_max = 1.0
 
-    c.data = ml_collections.ConfigDict()
+    c.data = ConfigDict()
     c.data.source = ""  # folder, text file of paths, or 'tfds:NAME[/CONFIG]'
     c.data.split = "train"  # tfds split
     c.data.tfds_data_dir = None  # tfds data_dir (None: TFDS's default)
@@ -152,16 +158,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.num_parallel_calls = -1  # -1: autotune
     c.data.prefetch = 2
 
-    c.optim = ml_collections.ConfigDict()
+    c.optim = ConfigDict()
     c.optim.lr = 1e-4
     c.optim.weight_decay = 0.01
     c.optim.warmup_steps = 0
     c.optim.grad_clip = 0.0  # 0 = off (the paper clips nothing)
     c.optim.ema_decay = 0.999
 
-    c.train = ml_collections.ConfigDict()
+    c.train = ConfigDict()
     c.train.seed = 0
     c.train.num_steps = 26_700  # ~300 epochs of D2KF2K's 2840 training images at batch 32
+    c.train.max_minutes = 0.0  # > 0: stop (checkpointed, resumable) after this many minutes of wall time
     c.train.steps_per_call = 1
     c.train.log_every = 50
     c.train.sample_every = 2000
@@ -183,7 +190,7 @@ def default_config() -> ml_collections.ConfigDict:
     from .sampler_settings import DEFAULT_EPS, DEFAULT_TOL, default_setting
 
     default = default_setting()  # the same default as `driftrec restore`
-    c.sample = ml_collections.ConfigDict()
+    c.sample = ConfigDict()
     c.sample.sampler = default.sampler
     c.sample.steps = default.steps or 100
     c.sample.tol = DEFAULT_TOL

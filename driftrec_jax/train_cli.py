@@ -9,20 +9,30 @@ checkpoints are gone): parameters and EMA start from those weights, the optimise
 
   checkpoints/     orbax checkpoints (last ``train.keep_checkpoints``)
   model.msgpack    the EMA weights + model description, for `driftrec restore --checkpoint`
+  train_log.jsonl  one JSON object a line: each run's start (command, devices), its loss, lr,
+                   gradient norm, steps/s, pairs/s, wall and CPU seconds every ``train.log_every``
+                   steps, and its end (steps, why it stopped, average pairs/s after compilation)
   tensorboard/     loss, lr, gradient norm, steps/s, pairs/s, sample grids, validation metrics
+                   (through tf.summary: only with ``data.pipeline='tf'``, never importing TensorFlow otherwise)
   samples/         sample grids (JPEG | restored | clean) as PNG
   config.json      the resolved config
 
 Nothing is written outside the workdir (``train.init_from`` is only read). The workdir is
 training's own once it has checkpoints/ (a rerun resumes there); a folder without checkpoints/
-that already holds model.msgpack, config.json, samples/ or tensorboard/ (say, a downloaded
+that already holds model.msgpack, config.json, samples/, tensorboard/ or train_log.jsonl (say, a downloaded
 model file) is refused before anything is compiled, unless --overwrite. Model files and sample
 PNGs are written atomically (`images.atomic_write`).
+
+``train.max_minutes`` (0: none) stops a run after that many minutes of wall time (counted from the
+start, compilation included; the step under way and a final checkpoint are finished first), which
+the same command later resumes. A progress bar runs when tqdm is installed; otherwise, or with
+``progress="lines"``, a line is printed every ``train.log_every`` steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
@@ -50,7 +60,7 @@ class WorkdirError(ValueError):
 
 
 # Files and folders `train` writes into its workdir besides checkpoints/.
-WORKDIR_NAMES = ("model.msgpack", "config.json", "samples", "tensorboard")
+WORKDIR_NAMES = ("model.msgpack", "config.json", "samples", "tensorboard", "train_log.jsonl")
 
 
 def check_workdir(workdir: str, overwrite: bool = False) -> None:
@@ -74,8 +84,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="folder for checkpoints, logs, samples and model.msgpack; training resumes from it")
     parser.add_argument("--overwrite", action="store_true",
                         help="start in a --workdir without checkpoints/ even where it holds model.msgpack, "
-                             "config.json, samples/ or tensorboard/, replacing them (default: refuse, one line, "
-                             "exit status 2)")
+                             "config.json, samples/, tensorboard/ or train_log.jsonl, replacing them (default: "
+                             "refuse, one line, exit status 2)")
     parser.epilog = ("Override any config field with --config.FIELD=VALUE, e.g. --config.train.num_steps=200 "
                      "--config.data.source=/data/photos --config.sde.name=cosve. Multi-host: launch one process "
                      "per host; jax.distributed.initialize() is called when the environment describes several.")
@@ -106,6 +116,23 @@ class _Logger:
     def flush(self):
         if self.writer:
             self.writer.flush()
+
+
+class _RunLog:
+    """``train_log.jsonl`` (process 0 only): appended, one JSON object a line, so that every run
+    and resumption of a workdir stays on record with its wall-clock and CPU seconds."""
+
+    def __init__(self, path: str | None, t0: float, cpu0: float):
+        self.path = path
+        self.t0, self.cpu0 = t0, cpu0  # wall and CPU seconds (all threads of this process) from the start
+
+    def write(self, event: str, **fields) -> None:
+        if not self.path:
+            return
+        row = {"event": event, **fields, "wall_s": round(time.perf_counter() - self.t0, 3),
+               "cpu_s": round(time.process_time() - self.cpu0, 3)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
 
 
 _SAMPLERS: dict = {}
@@ -155,11 +182,17 @@ def _save_png(path: str, img: np.ndarray) -> None:
     save_png(path, img)
 
 
-def train(config, workdir: str, progress: bool = True, overwrite: bool = False) -> train_lib.TrainState:
+def train(config, workdir: str, progress: bool | str = True, overwrite: bool = False) -> train_lib.TrainState:
     """Train (or resume) ``config`` in ``workdir``; returns the final state. A workdir that is
-    not training's own is refused first (`check_workdir`)."""
+    not training's own is refused first (`check_workdir`).
+
+    ``progress``: True (a tqdm bar if tqdm is installed, else lines), "lines" (a line to stderr every
+    ``train.log_every`` steps) or False."""
     from . import data
 
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    max_minutes = float(config.train.get("max_minutes", 0) or 0)
+    deadline = t_start + 60.0 * max_minutes if max_minutes > 0 else None
     check_workdir(workdir, overwrite)
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
@@ -202,7 +235,15 @@ def train(config, workdir: str, progress: bool = True, overwrite: bool = False) 
     batches = data.make_train_iterator(data_config, process_index=jax.process_index(),
                                        process_count=jax.process_count(), start_batch=start)
     step_fn = train_lib.make_train_step(task, tx, config.optim, mesh, k)
-    logger = _Logger(os.path.join(workdir, "tensorboard") if main else None)
+    use_tf = config.data.get("pipeline", "tf") == "tf"  # the numpy pipeline is for hosts without TensorFlow
+    logger = _Logger(os.path.join(workdir, "tensorboard") if main and use_tf else None)
+    runlog = _RunLog(os.path.join(workdir, "train_log.jsonl") if main else None, t_start, cpu_start)
+    runlog.write("start", time=datetime.datetime.now().isoformat(timespec="seconds"), argv=sys.argv, step=start,
+                 num_steps=config.train.num_steps, max_minutes=max_minutes, global_batch=config.data.batch_size,
+                 crop_size=config.data.crop_size, pipeline=config.data.get("pipeline", "tf"),
+                 init_from=config.train.init_from if latest is None else "", jax=jax.__version__,
+                 devices=f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
+                 processes=jax.process_count())
     sample_batch = None
     if config.train.sample_every and main:
         os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
@@ -214,11 +255,17 @@ def train(config, workdir: str, progress: bool = True, overwrite: bool = False) 
 
     kill_at = int(os.environ.get("DRIFTREC_FAULT_KILL_AT_STEP", "-1"))
     bar = None
-    if main and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.train.num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    if main and progress is True:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # e.g. a bare accelerator host: lines instead
+            progress = "lines"
+        else:
+            bar = tqdm(total=config.train.num_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    lines = main and progress == "lines"
     step, t_last, s_last = start, time.perf_counter(), start
+    t_first = None  # end of the first call (compilation included)
+    reason = "num_steps"
     while step < config.train.num_steps:
         local = [next(batches) for _ in range(k)]
         if sample_batch is None:
@@ -228,6 +275,9 @@ def train(config, workdir: str, progress: bool = True, overwrite: bool = False) 
         state, metrics = step_fn(state, batch)
         loss = np.asarray(metrics["loss"]).reshape(-1)
         step += k
+        t_step = time.perf_counter()  # the loss is on the host: the step has finished
+        if t_first is None:
+            t_first = t_step
         if not np.all(np.isfinite(loss)):
             bad = step - k + int(np.argmin(np.isfinite(loss)))
             manager.wait_until_finished()
@@ -242,9 +292,14 @@ def train(config, workdir: str, progress: bool = True, overwrite: bool = False) 
             now = time.perf_counter()
             rate = (step - s_last) / max(now - t_last, 1e-9)
             t_last, s_last = now, step
-            logger.scalars(step, {"loss": loss[-1], "grad_norm": np.asarray(metrics["grad_norm"]).reshape(-1)[-1],
-                                  "lr": np.asarray(metrics["lr"]).reshape(-1)[-1], "steps_per_s": rate,
-                                  "pairs_per_s": rate * config.data.batch_size})
+            scalars = {"loss": loss[-1], "grad_norm": np.asarray(metrics["grad_norm"]).reshape(-1)[-1],
+                       "lr": np.asarray(metrics["lr"]).reshape(-1)[-1], "steps_per_s": rate,
+                       "pairs_per_s": rate * config.data.batch_size}
+            logger.scalars(step, scalars)
+            runlog.write("log", step=step, **{k_: round(float(v), 6) for k_, v in scalars.items()})
+            if lines:
+                print(f"step {step}/{config.train.num_steps}  loss {loss[-1]:.4g}  {rate:.3g} steps/s  "
+                      f"{rate * config.data.batch_size:.4g} pairs/s  {now - t_start:.0f} s", file=sys.stderr, flush=True)
         if config.train.sample_every and main and step % config.train.sample_every < k:
             grid = _sample_grid(task, state.ema_params, sample_batch, config.sample,
                                 jax.random.PRNGKey(step), config.train.num_sample_images)
@@ -252,14 +307,32 @@ def train(config, workdir: str, progress: bool = True, overwrite: bool = False) 
             logger.image(step, "samples/jpeg_restored_clean", grid)
         if config.train.eval_every and step % config.train.eval_every < k:
             _validate(task, state.ema_params, config, step, logger)
-        if step % config.train.checkpoint_every == 0 or step == config.train.num_steps:
+        saved = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
+        if saved:
             save(step)
         if step == kill_at:  # fault injection for the resume test: die like a preempted host
             os.kill(os.getpid(), signal.SIGKILL)
         logger.flush()
+        if deadline is not None and time.perf_counter() >= deadline and step < config.train.num_steps:
+            reason = "time limit"
+            if not saved:
+                save(step)
+            break
     manager.wait_until_finished()
+    batches.close()
     if bar:
         bar.close()
+    t_end = time.perf_counter()
+    timed = step - start - k  # steps after the first call, whose time includes compilation
+    pairs_per_s = timed * config.data.batch_size / max(t_step - t_first, 1e-9) if timed > 0 else None
+    runlog.write("end", step=step, reason=reason, steps=step - start,
+                 first_call_s=None if t_first is None else round(t_first - t_start, 3),
+                 pairs_per_s=None if pairs_per_s is None else round(pairs_per_s, 3),
+                 model_file=os.path.join(workdir, "model.msgpack"))
+    if main and (lines or deadline is not None):
+        rate = "" if pairs_per_s is None else f", {pairs_per_s:.4g} pairs/s after the first call"
+        print(f"stopped at step {step} ({reason}): {step - start} steps in {t_end - t_start:.0f} s{rate}; "
+              f"model file {os.path.join(workdir, 'model.msgpack')}", file=sys.stderr, flush=True)
     return state
 
 

