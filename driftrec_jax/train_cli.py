@@ -313,7 +313,7 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
         if step == kill_at:  # fault injection for the resume test: die like a preempted host
             os.kill(os.getpid(), signal.SIGKILL)
         logger.flush()
-        if deadline is not None and time.perf_counter() >= deadline and step < config.train.num_steps:
+        if deadline is not None and step < config.train.num_steps and _time_is_up(deadline):
             reason = "time limit"
             if not saved:
                 save(step)
@@ -334,6 +334,17 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
         print(f"stopped at step {step} ({reason}): {step - start} steps in {t_end - t_start:.0f} s{rate}; "
               f"model file {os.path.join(workdir, 'model.msgpack')}", file=sys.stderr, flush=True)
     return state
+
+
+def _time_is_up(deadline: float) -> bool:
+    """Whether ``train.max_minutes`` has run out; with several processes, process 0's clock decides
+    for all, so that every host stops after the same step."""
+    up = time.perf_counter() >= deadline
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
+    return up
 
 
 def _read_init_weights(path: str, spec: dict):
