@@ -1,4 +1,4 @@
-"""The unconditional ε-prediction DDPM prior for DDRM-JPEG at paper scale (SPEC §6), on D2KF2K.
+"""The unconditional ε-prediction DDPM prior for DDRM-JPEG (Kawar et al. 2022) at paper scale, on D2KF2K.
 
 The DriftRec paper's NCSN++ (128 base channels, 7 levels) with 3 input channels, conditioned on
 the noise level of timestep t; linear β 1e-4..0.02, T = 1000, all timesteps trained; clean 256x256

@@ -1,9 +1,11 @@
 """A small DriftRec-OUVE that trains on a CPU (the bundled default model's config).
 
-The 'small' NCSN++ preset, 64x64 crops, global batch 8, on a folder of photos (e.g. BSDS + Urban100).
+The 'small' NCSN++ preset, 64x64 crops, global batch 8, on a folder of photos (e.g. BSDS500 +
+Urban100, as for the bundled model; README.md says where the public sets come from). The folder is
+given on the command line.
 
 Run:
-  python train.py --config configs/small_ouve.py --workdir workdirs/small_ouve --config.data.source=../shared/data/train
+  python train.py --config configs/small_ouve.py --workdir workdirs/small_ouve --config.data.source=data/train
 """
 
 from driftrec_jax.config_lib import default_config
@@ -12,7 +14,7 @@ from driftrec_jax.config_lib import default_config
 def get_config():
     c = default_config()
     c.model.network = "small"
-    c.data.source = "../shared/data/train"
+    # c.data.source: no default; --config.data.source=FOLDER (train.py refuses an empty one).
     c.data.crop_size = 64
     # Crops of about 60-190 px of the original, so that the model sees photos near full
     # resolution, as it will when restoring them (the paper's 0.2-1 suits 256-px crops of 2K images).

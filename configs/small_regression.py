@@ -1,7 +1,7 @@
 """The regression baseline matching small_ouve: the same network preset, data and optimiser.
 
 Run:
-  python train.py --config configs/small_regression.py --workdir workdirs/small_regression --config.data.source=../shared/data/train
+  python train.py --config configs/small_regression.py --workdir workdirs/small_regression --config.data.source=data/train
 """
 
 from driftrec_jax.config_lib import sibling_config

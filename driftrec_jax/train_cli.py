@@ -59,6 +59,29 @@ class WorkdirError(ValueError):
     """The workdir is a file, or a folder that training did not make but would overwrite files in."""
 
 
+class DataPathError(ValueError):
+    """``data.source`` is empty or missing, or ``train.eval_folder`` is set but missing."""
+
+
+def check_data_paths(config) -> None:
+    """Refuse (DataPathError, one line) a run without training data before anything is built:
+    ``data.source`` empty or not found (tensorflow-datasets sources are not checked here), or a
+    ``train.eval_folder`` that is given but not found. Configs leave both to the command line."""
+    source = config.data.get("source", "")
+    if source is None or (isinstance(source, str) and not source.strip()):
+        raise DataPathError("no training data: give --config.data.source=PATH (a folder of photos, a text file "
+                            "listing them, or tfds:NAME)")
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not path.startswith("tfds:") and not os.path.exists(path):
+            raise DataPathError(f"--config.data.source={path}: not found (a folder of photos, a text file "
+                                "listing them, or tfds:NAME)")
+    folder = config.train.get("eval_folder", "")
+    if folder and not os.path.isdir(folder):
+        raise DataPathError(f"--config.train.eval_folder={folder}: no such folder (give a folder of validation "
+                            "images, or leave it empty for no validation)")
+
+
 # Files and folders `train` writes into its workdir besides checkpoints/.
 WORKDIR_NAMES = ("model.msgpack", "config.json", "samples", "tensorboard", "train_log.jsonl")
 
@@ -187,12 +210,13 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
     not training's own is refused first (`check_workdir`).
 
     ``progress``: True (a tqdm bar if tqdm is installed, else lines), "lines" (a line to stderr every
-    ``train.log_every`` steps) or False."""
+    ``train.log_every`` steps) or False. Missing data paths are refused first too (`check_data_paths`)."""
     from . import data
 
     t_start, cpu_start = time.perf_counter(), time.process_time()
     max_minutes = float(config.train.get("max_minutes", 0) or 0)
     deadline = t_start + 60.0 * max_minutes if max_minutes > 0 else None
+    check_data_paths(config)
     check_workdir(workdir, overwrite)
     parallel.initialize_distributed()
     mesh = parallel.make_mesh()
@@ -385,7 +409,7 @@ def main_with_overrides(config_name: str, workdir: str, overrides: list[str], ov
         return 2
     try:
         train(config, workdir, overwrite=overwrite)
-    except WorkdirError as err:
+    except (WorkdirError, DataPathError) as err:
         print(f"driftrec train: {err}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:

