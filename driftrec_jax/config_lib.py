@@ -60,7 +60,8 @@ def sibling_config(config_file: str, name: str) -> ConfigDict:
 
 
 def ddrm_prior(max_train_timestep: int) -> ConfigDict:
-    """The ``ddrm`` block of a DDRM-JPEG prior's config: linear β 1e-4..0.02 over T = 1000 (SPEC §6)."""
+    """The ``ddrm`` block of a DDRM-JPEG prior's config: linear β 1e-4..0.02 over T = 1000
+    (DDPM's schedule, as the DDRM-JPEG authors' code uses it)."""
     return ConfigDict(dict(
         num_timesteps=1000, beta_start=1e-4, beta_end=0.02, max_train_timestep=max_train_timestep))
 
@@ -146,7 +147,7 @@ def default_config() -> ConfigDict:
     c.data.tfds_data_dir = None  # tfds data_dir (None: TFDS's default)
     c.data.tfds_image_key = None  # image feature of a tfds dataset (None: 'hr' or 'image')
     c.data.crop_size = 256
-    c.data.crop_scale = (0.2, 1.0)  # area fraction of the random resized crop (SPEC §3)
+    c.data.crop_scale = (0.2, 1.0)  # area fraction of the random resized crop (the authors' code)
     c.data.batch_size = 32  # GLOBAL: the paper's 8 per GPU x 4 GPUs
     c.data.seed = 0
     c.data.q_range = (0, 100)  # inclusive range of the uniform integer JPEG quality

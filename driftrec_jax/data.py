@@ -1,10 +1,12 @@
-"""(clean, JPEG) image pairs for training and evaluation (SPEC §3 training data, §5 protocols).
+"""(clean, JPEG) image pairs for training and evaluation (DriftRec paper Sec. III-A training
+data, Sec. IV-B/C protocols; docs/DATA.md).
 
 Training (`make_train_iterator`, `train_dataset`): a pipeline that, per example,
   1. reads one source image of this process's shard (Pillow, any bit depth or mode, converted to
      8-bit RGB by `to_rgb8`; optionally kept decoded in memory),
   2. takes a random resized crop (square, scale 0.2..1 of the area, Pillow's antialiased bilinear
-     resize to `crop_size`; SPEC §3) and quantises it to uint8 -- this is the clean image x0,
+     resize to `crop_size`; paper Sec. III-A, with the scale range of the authors' code) and
+     quantises it to uint8 -- this is the clean image x0,
   3. compresses it with libjpeg at an integer quality drawn uniformly from `q_range` (4:2:0, the
      quantisation tables and bytes of Pillow's encoder) and decodes it exactly as Pillow does -- y,
 and yields per-process batches of numpy arrays
@@ -18,8 +20,9 @@ of each epoch is a seeded permutation, so the stream is reproducible and a run c
 batch in O(1) (`start_batch`, `TrainIterator.skip`).
 
 Evaluation (`eval_pairs`): full-size images at fixed qualities, or the unaligned double-JPEG protocol
-(QF1, shift 0-4 px, QF2; SPEC §5), with Pillow only. TensorFlow is imported lazily and only by the
-"tf" training pipeline, so evaluation, restoration and the "numpy" pipeline never import it. docs/DATA.md is the user guide.
+(QF1, shift 0-4 px, QF2; paper Sec. IV-C, after FBCNN), with Pillow only. TensorFlow is imported
+lazily and only by the "tf" training pipeline, so evaluation, restoration and the "numpy"
+pipeline never import it. docs/DATA.md is the user guide.
 """
 
 from __future__ import annotations
@@ -171,8 +174,8 @@ class DataConfig:
 
     source: folder, list file, list of paths, or "tfds:NAME[/CONFIG]" (split from `split`).
     crop_size: side S of the square crops; crop_scale: area fraction range of the random resized
-    crop (SPEC §3: 0.2..1); batch_size: per-process batch; seed: >= 0; q_range: inclusive range of
-    the uniform integer JPEG quality (SPEC §3: 0..100); cache: keep decoded source images in memory
+    crop (the authors' code: 0.2..1); batch_size: per-process batch; seed: >= 0; q_range: inclusive range of
+    the uniform integer JPEG quality (paper Sec. III-A: 0..100); cache: keep decoded source images in memory
     (folders/lists; encoded records for tfds); crops_per_image: consecutive examples cut from one
     decode; shuffle_buffer: tfds sources only (folders/lists are permuted fully each epoch);
     jpeg_backend: "tf" (tf.image ops) or "pillow" (same pixels; the "numpy" pipeline always uses
@@ -251,7 +254,7 @@ class DataConfig:
 def random_crop_box(
     rng: np.random.Generator, width: int, height: int, scale: tuple[float, float] = (0.2, 1.0)
 ) -> tuple[int, int, int]:
-    """Draws a square crop (left, top, side) as a random resized crop with aspect ratio 1 (SPEC §3).
+    """Draws a square crop (left, top, side) as a random resized crop with aspect ratio 1 (paper Sec. III-A).
 
     The area is uniform in [scale_lo·W·H, min(scale_hi·W·H, short²)] (torchvision's
     RandomResizedCrop with ratio (1, 1) draws area uniform in scale·W·H and rejects squares that do
@@ -271,7 +274,7 @@ def random_crop_box(
 
 
 def resized_crop(image: Image.Image, box: tuple[int, int, int], size: int) -> np.ndarray:
-    """Cuts the square `box` = (left, top, side) and resizes it to size×size (SPEC §3).
+    """Cuts the square `box` = (left, top, side) and resizes it to size×size (paper Sec. III-A).
 
     Crop first, then Pillow's bilinear resize, which widens its kernel by the scale factor when
     shrinking (antialiased); crops smaller than `size` are upsampled. This is exactly what
@@ -643,7 +646,7 @@ def train_dataset(config: Any, process_index: int = 0, process_count: int = 1, s
     """The tf.data.Dataset of per-process training batches (infinite), from batch `start_batch` on.
 
     Elements: {"clean", "jpeg": (B, S, S, 3) float32 in [0, 1], "quality": (B,) int32}. `config` is a
-    DataConfig, dict or ConfigDict (see `DataConfig`); its `pipeline` must be "tf". SPEC §3.
+    DataConfig, dict or ConfigDict (see `DataConfig`); its `pipeline` must be "tf". Paper Sec. III-A; docs/DATA.md.
     """
     cfg = DataConfig.from_any(config)
     if cfg.pipeline != "tf":
@@ -652,7 +655,7 @@ def train_dataset(config: Any, process_index: int = 0, process_count: int = 1, s
 
 
 class TrainIterator:
-    """Iterator of per-process numpy training batches with a resumable position (SPEC §3).
+    """Iterator of per-process numpy training batches with a resumable position (docs/DATA.md).
 
     `position` is the index of the next batch; store it with a checkpoint and pass it back as
     `start_batch` (or call `skip`) to continue the same stream for the same seed. `num_images` is the
@@ -747,7 +750,7 @@ def eval_pairs(
     mode: str = "rgb",
     crop: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Fixed full-size evaluation pairs, in file order (SPEC §5), computed with Pillow only.
+    """Fixed full-size evaluation pairs, in file order (paper Sec. IV-B/C), computed with Pillow only.
 
     Single JPEG (double=None): for each image and each q in `qualities`, yields {"name", "clean",
     "jpeg": (H, W, C) float32 in [0, 1], "quality": q}. Unaligned double JPEG (double=(qf1, qf2) or a

@@ -1,5 +1,6 @@
-"""DDRM-JPEG (Kawar et al. 2022, papers/002 and 003; SPEC §6): JPEG restoration and dequantisation
-with an unconditional ε-prediction diffusion model.
+"""DDRM-JPEG (Kawar, Song, Ermon, Elad 2022, "JPEG artifact correction using denoising diffusion
+restoration models", built on DDRM, Kawar et al. 2022; docs/DDRM.md): JPEG restoration and
+dequantisation with an unconditional ε-prediction diffusion model.
 
 The prior is a DDPM: linear β from 1e-4 to 0.02 over T = 1000 steps, ᾱ_t = Π_{s≤t}(1 − β_s),
 images scaled to [−1, 1] inside this module (inputs and outputs of the public functions are in
@@ -7,9 +8,10 @@ images scaled to [−1, 1] inside this module (inputs and outputs of the public 
 on the noise level of timestep t — σ_t = √((1 − ᾱ_t)/ᾱ_t), the VE-equivalent noise of x_t/√ᾱ_t,
 whose log goes through NCSN++'s Fourier embedding — and not divided by σ: it predicts ε.
 
-The sampler (SPEC §6, papers/002 Sec. 3): non-blind, H = Decode∘Encode with the quantisation
-tables of the input file. 20 steps on the timesteps 285, 270, …, 0 (skip = 300 // 20), then −1
-with ᾱ_{−1} = 1. Start x = √ᾱ_285 y0 + √(1 − ᾱ_285) z; each step t → t′:
+The sampler (DDRM-JPEG paper Sec. 3, with the settings of its Sec. 4 and the authors' code):
+non-blind, H = Decode∘Encode with the quantisation tables of the input file. 20 steps on the
+timesteps 285, 270, …, 0 (skip = 300 // 20), then −1 with ᾱ_{−1} = 1. Start
+x = √ᾱ_285 y0 + √(1 − ᾱ_285) z; each step t → t′:
 
     x̂0 = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t
     x̃0 = x̂0 − H(x̂0) + y0                                   (the "pseudo-inverse" step)
@@ -42,7 +44,8 @@ import numpy as np
 
 from . import jpeg
 
-# SPEC §6 / papers/002 Sec. 4.
+# DDPM's linear schedule (Ho et al. 2020) and DDRM-JPEG's settings (paper Sec. 4: t = 300, 20 steps,
+# η = 1, η_B = 0.4), as the authors' code uses them.
 NUM_TIMESTEPS = 1000
 BETA_START = 1e-4
 BETA_END = 0.02
@@ -62,7 +65,7 @@ MODES = ("jpeg", "quant")
 
 def linear_betas(num_timesteps: int = NUM_TIMESTEPS, beta_start: float = BETA_START,
                  beta_end: float = BETA_END) -> np.ndarray:
-    """β_0..β_{T−1} = linspace(β_start, β_end, T) in float64 (DDPM's linear schedule, SPEC §6)."""
+    """β_0..β_{T−1} = linspace(β_start, β_end, T) in float64 (DDPM's linear schedule, Ho et al. 2020)."""
     if num_timesteps < 1:
         raise ValueError(f"num_timesteps must be ≥ 1, got {num_timesteps}")
     if not 0.0 < beta_start <= beta_end < 1.0:
@@ -108,7 +111,7 @@ def _coefficients(alphas) -> _Coefficients:
 def sampling_timesteps(init_timestep: int = INIT_TIMESTEP, num_steps: int = NUM_STEPS) -> tuple[np.ndarray, np.ndarray]:
     """(t, t′) of each sampling step: t = (init // n)·(n−1), …, 0 and t′ the next one, ending at −1.
 
-    The defaults give t = 285, 270, …, 15, 0 and t′ = 270, …, 0, −1 (SPEC §6).
+    The defaults give t = 285, 270, …, 15, 0 and t′ = 270, …, 0, −1, as the DDRM-JPEG authors' code does.
     """
     if num_steps < 1 or init_timestep < num_steps:
         raise ValueError(f"need 1 ≤ num_steps ≤ init_timestep, got {num_steps} steps from {init_timestep}")
@@ -121,7 +124,7 @@ def sampling_timesteps(init_timestep: int = INIT_TIMESTEP, num_steps: int = NUM_
 
 
 def jpeg_operator(tables, subsampling: str = "4:2:0", dct: str = "islow") -> Callable:
-    """H(x) = Decode(Encode(x)) on images in [0, 1] with the given tables (SPEC §6).
+    """H(x) = Decode(Encode(x)) on images in [0, 1] with the given tables (DDRM-JPEG paper Sec. 3).
 
     tables: (luma, chroma), each (8, 8) or (B, 8, 8) for one table per image of the batch.
     """
@@ -133,7 +136,7 @@ def jpeg_operator(tables, subsampling: str = "4:2:0", dct: str = "islow") -> Cal
 
 def quantize(x, bits: int) -> jax.Array:
     """Quantisation to `bits` bits per channel on [0, 1]: bin k = ⌊x·2^b⌋ (clipped to 0..2^b − 1),
-    reconstructed at its centre (k + ½)/2^b (the dequantisation problem of papers/002 Fig. 2).
+    reconstructed at its centre (k + ½)/2^b (the dequantisation problem of the DDRM-JPEG paper's Fig. 2).
 
     Idempotent; maps 8-bit images reduced to b bits either by keeping the top bits (Pillow's
     posterize) or by rounding x·(2^b − 1) to the bin that holds them.
@@ -178,7 +181,7 @@ def make_eps_fn(apply_fn: Callable, alphas) -> Callable:
 
 
 def _ddrm_one(eps, h, y0, key, coeffs, ts, ts_next, eta, eta_b):
-    """One DDRM chain for the whole batch (SPEC §6). eps(x, t) and h(x) work in [−1, 1]."""
+    """One DDRM chain for the whole batch (the update above; docs/DDRM.md). eps(x, t) and h(x) work in [−1, 1]."""
     sa0, s1ma0, _ = coeffs.at(ts[0])
     key_init, key_steps = jax.random.split(key)
     x = sa0 * y0 + s1ma0 * jax.random.normal(key_init, y0.shape, y0.dtype)
@@ -202,7 +205,7 @@ def ddrm_samples(eps, y, key, *, tables=None, subsampling: str = "4:2:0", mode: 
                  bits: int = 3, num_samples: int = 1, init_timestep: int = INIT_TIMESTEP,
                  num_steps: int = NUM_STEPS, eta: float = ETA, eta_b: float = ETA_B, alphas=None,
                  dct: str = "islow", sample_batch: Optional[int] = None) -> jax.Array:
-    """k = `num_samples` independent DDRM-JPEG restorations of a batch (SPEC §6), in [0, 1].
+    """k = `num_samples` independent DDRM-JPEG restorations of a batch (DDRM-JPEG paper Sec. 3-4), in [0, 1].
 
     eps(x, t): the ε network with its parameters bound (x in [−1, 1], t an int timestep).
     y: (B, H, W, 3) in [0, 1]. mode 'jpeg': y is the decoded JPEG and is used as y0; `tables` are
@@ -246,7 +249,7 @@ def make_restorer(apply_fn: Callable, *, alphas=None, num_samples: int = 1, num_
                   init_timestep: int = INIT_TIMESTEP, eta: float = ETA, eta_b: float = ETA_B,
                   mode: str = "jpeg", bits: int = 3, dct: str = "islow",
                   sample_batch: Optional[int] = None) -> Callable:
-    """`restore(params, y, tables, key, subsampling='4:2:0') -> (x, nfe)` for DDRM-JPEG (SPEC §6).
+    """`restore(params, y, tables, key, subsampling='4:2:0') -> (x, nfe)` for DDRM-JPEG (docs/DDRM.md).
 
     apply_fn(params, x, sigma) is the ε network (e.g. `EpsTask.apply` or NCSNpp.apply); y is the
     decoded JPEG batch (B, H, W, 3) in [0, 1] and tables its (luma, chroma) quantisation tables
@@ -354,7 +357,7 @@ def file_tables(path: Union[str, os.PathLike, bytes]) -> tuple[tuple, str]:
 
 
 def eps_loss(eps, params, batch, key, alphas, max_timestep: Optional[int] = None) -> jax.Array:
-    """DDPM ε-prediction loss (Ho et al. 2020; the prior of SPEC §6) on the global batch.
+    """DDPM ε-prediction loss (Ho et al. 2020; the prior DDRM-JPEG samples with) on the global batch.
 
     x0 = 2·batch['clean'] − 1, t ~ U{0, …, max_timestep − 1} (default T), z ~ N(0, I),
     x_t = √ᾱ_t x0 + √(1 − ᾱ_t) z; loss = ½‖ε_θ(x_t, t) − z‖² summed over pixels, averaged over

@@ -1,12 +1,12 @@
 """`driftrec evaluate`: checkpoints x image folders x JPEG protocols x sampler settings -> tables.
 
     driftrec evaluate --checkpoint OUVE=workdirs/ouve --baseline Regression=workdirs/reg \\
-        --data ../shared/data/val/kodak24 --quality 10 20 30 --double 10,30 \\
+        --data data/val/kodak24 --quality 10 20 30 --double 10,30 \\
         --sampler-settings em:100 ode:1e-5 --out eval/kodak
 
-For every folder and JPEG protocol (single qualities, SPEC §5's unaligned double JPEG) the JPEG
+For every folder and JPEG protocol (single qualities, the paper's unaligned double JPEG of Sec. IV-C) the JPEG
 input itself is measured (the "JPEG" row), then every checkpoint restores every image with every
-sampler setting (a regression baseline once, it has no sampler). Metrics per image (SPEC §5):
+sampler setting (a regression baseline once, it has no sampler). Metrics per image (paper Sec. IV-B):
 SSIM, PSNR, PSNR-B, BEF, LPIPS (AlexNet) and the seconds spent restoring it; averaged per table
 row. Written to --out:
 
@@ -28,7 +28,7 @@ before they are measured.
 
 Grayscale folders (auto-detected, or --mode gray): the JPEG is made from the one-channel image,
 the network restores it replicated to RGB, and the output's luma (ITU-R 601) is measured against
-the gray original; the default metric convention there is FBCNN's (SPEC §5), for colour the
+the gray original; the default metric convention there is FBCNN's (docs/EVALUATE.md), for colour the
 DriftRec authors' (`--convention`).
 
 `quick_validation` is the small version used during training (train_cli._validate).
@@ -71,7 +71,7 @@ __all__ = [
     "run",
 ]
 
-# Metric conventions (SPEC §5): SSIM convention and PSNR-B/BEF convention of driftrec_jax.metrics.
+# Metric conventions (docs/EVALUATE.md): SSIM convention and PSNR-B/BEF convention of driftrec_jax.metrics.
 CONVENTIONS: dict[str, tuple[str, str]] = {
     "driftrec": ("driftrec", "torchjpeg"),  # the DriftRec authors' (skimage win 9; torchjpeg BEF)
     "fbcnn": ("fbcnn", "fbcnn"),  # FBCNN's (Gaussian SSIM; BEF on Y); used for grayscale sets
@@ -87,7 +87,7 @@ _LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow'
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
-    """A JPEG degradation of the evaluation set: one quality, or unaligned double JPEG (SPEC §5)."""
+    """A JPEG degradation of the evaluation set: one quality, or unaligned double JPEG (paper Sec. IV-C)."""
 
     quality: int
     quality1: int | None = None  # first compression of the double-JPEG protocol
@@ -689,7 +689,7 @@ def _fmt(v: float, spec: str) -> str:
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-    """One Markdown table per folder x protocol, laid out like the paper's Table II (SPEC §5):
+    """One Markdown table per folder x protocol, laid out like the paper's Tables II-III:
     SSIM, PSNR, PSNR-B up; LPIPS x 100 and BEF x 10^4 down; NFE and seconds per image."""
     out = []
     blocks: dict[tuple, list[dict]] = {}
@@ -765,7 +765,7 @@ def center_crops(folder: str, num_images: int, size: int) -> np.ndarray:
 
 def quick_validation(task, params, config, folder: str, num_images: int, quality: int) -> dict[str, float]:
     """PSNR, SSIM (DriftRec convention) and LPIPS of restorations of the first `num_images`
-    images of `folder` at JPEG quality `quality`, averaged (SPEC §5).
+    images of `folder` at JPEG quality `quality`, averaged (docs/EVALUATE.md).
 
     Each image is centre-cropped to `config.data.crop_size` (one network tile: validation costs
     one batch) and compressed with Pillow; DriftRec samples with `config.sample` (sampler, steps,
@@ -826,7 +826,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", choices=GRIDS,
                         help="ddim/dpm2m/sde-dpm2m: time grid uniform in t, in λ = log(a/σ), or EDM's ρ = 7 "
                              "(defaults: ddim t, dpm2m lambda)")
-    parser.add_argument("--sampler-settings", nargs="*", default=[], metavar="SPEC",
+    parser.add_argument("--sampler-settings", nargs="*", default=[], metavar="SETTING",
                         help="several settings NAME[:STEPS|:TOL][:ETA][@GRID][xK]: e.g. ddim:6 ddim:10:0 "
                              "dpm2m:6@edm em:100 ode:1e-3; 'xK' averages K samples (em:100x4); "
                              "ddrm:20x8 for DDRM models (default: ddrm:20 with each K used elsewhere)")
@@ -841,7 +841,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("auto", "rgb", "gray"), default="auto",
                         help="colour handling; auto: gray when a folder's first image is single-channel")
     parser.add_argument("--convention", choices=("auto",) + tuple(CONVENTIONS), default="auto",
-                        help="metric convention (SPEC §5); auto: fbcnn for gray folders, driftrec for colour")
+                        help="metric convention (docs/EVALUATE.md); auto: fbcnn for gray folders, driftrec for "
+                             "colour")
     parser.add_argument("--max-images", type=int, help="only the first N images of each folder (default: all)")
     parser.add_argument("--crop", type=int, default=None, metavar="N",
                         help="evaluate the central NxN pixels of every image only (before compression): a "

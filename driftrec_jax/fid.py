@@ -1,4 +1,5 @@
-"""FID and KID on 2048-d Inception-v3 pool features (SPEC §5; Heusel et al. 2017, Bińkowski et al. 2018).
+"""FID and KID on 2048-d Inception-v3 pool features (DriftRec paper Sec. IV-B, Table II;
+Heusel et al. 2017, Bińkowski et al. 2018).
 
 The network is a Flax port of the Inception-v3 trunk used for FID ("pt_inception-2015-12-05",
 the TensorFlow graph of the original FID code), with its FID-specific quirks: every convolution

@@ -1,7 +1,8 @@
-"""I²SB's image-to-image Schrödinger bridge as one more process (SPEC §7), for side-by-side
+"""I²SB's image-to-image Schrödinger bridge as one more process (Liu et al. 2023,
+"I²SB: Image-to-Image Schrödinger Bridge"; docs/SCHEDULES.md), for side-by-side
 comparisons with the DriftRec SDEs under the same marginal API.
 
-Discrete symmetric schedule with N = 1000 steps (SPEC §7):
+Discrete symmetric schedule with N = 1000 steps (as the I²SB authors' code builds it):
     b = linspace(√β_min, √(β_max/N), N)²,   β = concat(b[:N/2], flip(b[:N/2])),   β_max = 0.3.
 This module puts the states on the N + 1 step *boundaries* n = 0..N, t_n = n/N, with
     σ_n² = Σ_{k<n} β_k  (σ_0 = 0),   σ̄_n² = Σ_{k≥n} β_k  (σ̄_N = 0),   σ_n² + σ̄_n² = σ_1²,
@@ -43,7 +44,7 @@ _jit_method = functools.partial(jax.jit, static_argnums=0)
 
 @functools.lru_cache(maxsize=16)
 def _boundary_variances(n_steps: int, beta_min: float, beta_max: float):
-    """(β, σ², σ̄²) in float64: β (N,), σ_n² and σ̄_n² on the N + 1 boundaries (SPEC §7)."""
+    """(β, σ², σ̄²) in float64: β (N,), σ_n² and σ̄_n² on the N + 1 boundaries."""
     b = np.linspace(np.sqrt(beta_min), np.sqrt(beta_max / n_steps), n_steps) ** 2
     half = b[: n_steps // 2]
     betas = np.concatenate([half, half[::-1]])
@@ -56,7 +57,7 @@ def _boundary_variances(n_steps: int, beta_min: float, beta_max: float):
 
 @dataclasses.dataclass(frozen=True)
 class I2SB:
-    """The I²SB bridge (SPEC §7): N steps, β from β_min to β_max/N and back. Hashable."""
+    """The I²SB bridge (Liu et al. 2023): N steps, β from β_min to β_max/N and back. Hashable."""
 
     n_steps: int = 1000
     beta_min: float = 1e-4
@@ -126,7 +127,7 @@ class I2SB:
 
     @_jit_method
     def std(self, t) -> Array:
-        """Marginal std σ(t) σ̄(t) / σ_1 (0 at both ends) (SPEC §7)."""
+        """Marginal std σ(t) σ̄(t) / σ_1 (0 at both ends) (Liu et al. 2023)."""
         t = as_time(t)
         total = jnp.asarray(self.sigma2_grid[-1], t.dtype)
         s2 = self._interp(self.sigma2_grid, t)
@@ -199,7 +200,7 @@ class I2SB:
 
 @functools.partial(jax.jit, static_argnames=("process", "predict", "nfe", "ot_ode"))
 def sample(process: I2SB, predict, key, y, nfe: int = 100, ot_ode: bool = False) -> Array:
-    """I²SB sampling (SPEC §7): start at x_N = y, then for each visited boundary n > 0
+    """I²SB sampling (Liu et al. 2023): start at x_N = y, then for each visited boundary n > 0
     x̂0 = predict(x_n, y, t_n) (t_n = n/N as a (B,) array) and x_{n'} ~ p(x_{n'} | x̂0, x_n).
     Returns x_0, which equals the last x̂0. `nfe` network calls; one jitted `lax.scan`.
 

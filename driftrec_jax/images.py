@@ -7,7 +7,7 @@ back, and is the only place that knows about files. It sees the model only as
     restore_batch(tiles: float32 (N, h, w, 3) in [0, 1]) -> (N, h, w, 3)
 
 with N (the batch size) and h = w (the tile size) always the same. Images are float32 RGB in
-[0, 1] (DESIGN.md conventions; DriftRec does not centre to [-1, 1], SPEC §1).
+[0, 1] (DESIGN.md conventions; DriftRec does not centre to [-1, 1]: paper Sec. III-B).
 
 Only numpy and Pillow are imported here, so that `driftrec restore` starts fast.
 

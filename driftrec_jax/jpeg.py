@@ -1,9 +1,9 @@
 """The JPEG operator in JAX: quality → tables, encode to quantised DCT coefficients, decode.
 
-DDRM-JPEG (SPEC §6) needs y0 = D(E(x)) and x̃0 = x̂0 − D(E(x̂0)) + y0 inside a jitted sampler,
-so the operator here is pure jnp, jit- and vmap-able, and follows what libjpeg (as used by
-Pillow and TensorFlow) does step by step, so that D(E(x)) is the image a real JPEG file would
-decode to:
+DDRM-JPEG (Kawar et al. 2022, Sec. 3; docs/DDRM.md) needs y0 = D(E(x)) and
+x̃0 = x̂0 − D(E(x̂0)) + y0 inside a jitted sampler, so the operator here is pure jnp, jit- and
+vmap-able, and follows what libjpeg (as used by Pillow and TensorFlow) does step by step, so that
+D(E(x)) is the image a real JPEG file would decode to:
 
   encode  8-bit samples → RGB→YCbCr (BT.601 full range, libjpeg's 16-bit fixed point and +128
           offset) → edge padding to whole MCUs → 4:2:0: 2×2 mean with libjpeg's alternating
@@ -89,12 +89,12 @@ ZIGZAG = _zigzag_to_natural()
 
 
 def _libjpeg_scale(quality):
-    """libjpeg's jpeg_quality_scaling (SPEC §6): 5000 // q below 50, else 200 − 2q (percent)."""
+    """libjpeg's jpeg_quality_scaling (jcparam.c): 5000 // q below 50, else 200 − 2q (percent)."""
     return 5000 // quality if quality < 50 else 200 - 2 * quality
 
 
 def quality_to_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
-    """libjpeg's quantisation tables for a quality 1..100 (SPEC §6), in integer arithmetic.
+    """libjpeg's quantisation tables for a quality 1..100 (IJG libjpeg), in integer arithmetic.
 
     table = clip((s · base + 50) // 100, 1, 255) with s from `_libjpeg_scale` and the Annex K
     luma/chroma bases; the clip at 255 is libjpeg's default force_baseline (Pillow, TF).
@@ -486,7 +486,7 @@ def _ceil_to(n: int, m: int) -> int:
 @functools.partial(jax.jit, static_argnames=("subsampling", "data_range", "dct"))
 def jpeg_encode(x, tables, subsampling: str = "4:2:0", *, data_range: float = 1.0,
                 dct: str = "islow") -> JpegCoefficients:
-    """E(x): images (..., H, W, 3) in [0, data_range] → quantised DCT levels (SPEC §6).
+    """E(x): images (..., H, W, 3) in [0, data_range] → quantised DCT levels (the E of DDRM-JPEG).
 
     Samples are clipped and rounded to 0..255, converted to YCbCr, padded to whole MCUs the way
     libjpeg pads (columns: last pixel replicated to a multiple of 16 (4:2:0) / 8 (4:4:4) before
@@ -519,7 +519,7 @@ def jpeg_encode(x, tables, subsampling: str = "4:2:0", *, data_range: float = 1.
 def jpeg_decode(coeffs: JpegCoefficients, tables, size: tuple[int, int],
                 subsampling: str = "4:2:0", *, data_range: float = 1.0,
                 dct: str = "islow") -> Array:
-    """D(c): quantised DCT levels → images (..., H, W, 3) float32 in [0, data_range] (SPEC §6).
+    """D(c): quantised DCT levels → images (..., H, W, 3) float32 in [0, data_range] (the D of DDRM-JPEG).
 
     Dequantises, inverse-DCTs, rounds and clips each plane to 0..255, upsamples 4:2:0 chroma
     with libjpeg's fancy triangular filter over the real chroma samples (ceil(H/2) × ceil(W/2),
@@ -549,7 +549,7 @@ def jpeg_decode(coeffs: JpegCoefficients, tables, size: tuple[int, int],
 @functools.partial(jax.jit, static_argnames=("subsampling", "data_range", "dct"))
 def jpeg_roundtrip(x, tables, subsampling: str = "4:2:0", *, data_range: float = 1.0,
                    dct: str = "islow") -> Array:
-    """D(E(x)) (SPEC §6): the image a JPEG file with these tables would decode to."""
+    """D(E(x)) (DDRM-JPEG's H): the image a JPEG file with these tables would decode to."""
     coeffs = jpeg_encode(x, tables, subsampling, data_range=data_range, dct=dct)
     return jpeg_decode(coeffs, tables, tuple(x.shape[-3:-1]), subsampling,
                        data_range=data_range, dct=dct)

@@ -1,4 +1,5 @@
-"""Image-quality metrics of the DriftRec paper (papers/001 Sec. IV; SPEC §5).
+"""Image-quality metrics of the DriftRec paper (Sec. IV-B, Tables II-IV; conventions:
+docs/EVALUATE.md, checks: EVALUATION.md).
 
 Every function takes images as NHWC float arrays in [0, 1] (a single HWC image works too) and
 returns one value per image: shape (B,) for a batch, a scalar for one image. Channels may be 3
@@ -78,7 +79,8 @@ def quantize_uint8(x):
 
 
 def rgb_to_y(x, *, round_to_uint8: bool = False):
-    """Luma Y of ITU-R BT.601 "studio swing", scaled back to [0, 1] (SPEC §5, FBCNN's convention).
+    """Luma Y of ITU-R BT.601 "studio swing", scaled back to [0, 1] (FBCNN's convention,
+    docs/EVALUATE.md).
 
     Y255 = 16 + (65.481 R + 128.553 G + 24.966 B) with R, G, B in [0, 1], i.e. Y in [16, 235].
     With `round_to_uint8`, Y255 is rounded to an integer first, as MATLAB's `rgb2ycbcr` and
@@ -105,7 +107,7 @@ def _psnr_batch(x, y):
 
 
 def psnr(x, y):
-    """PSNR in dB, 10 log10(255² / MSE) with the MSE over all pixels and channels (SPEC §5).
+    """PSNR in dB, 10 log10(255² / MSE) with the MSE over all pixels and channels (paper Sec. IV-B).
 
     The images are in [0, 1]; the value equals the usual one on [0, 255] RGB. Identical images
     give +inf.
@@ -192,7 +194,7 @@ def _ssim_batch(x, y, name: str):
 
 
 def ssim(x, y, *, convention: str = "driftrec"):
-    """Mean SSIM (Wang et al. 2004, K1 0.01, K2 0.03, data range 255) per image (SPEC §5).
+    """Mean SSIM (Wang et al. 2004, K1 0.01, K2 0.03, data range 255) per image (docs/EVALUATE.md).
 
     `convention` picks the window from `SSIM_CONVENTIONS`: "driftrec" (the DriftRec authors':
     scikit-image with win_size=9, i.e. a uniform 9x9 window and sample covariance) or "fbcnn"
@@ -238,7 +240,7 @@ def _bef_terms(x, block: int, floor_count: bool):
     x is NHWC. Boundary pairs are the horizontal neighbours (j, j+1) with j % B == B − 1
     (columns 7|8, 15|16, …) and the vertical counterparts; D_B is their summed squared
     difference over N_B = H (W/B − 1) + W (H/B − 1), D_Bc the same over all other neighbour
-    pairs, divided by H (W − 1) + W (H − 1) − N_B (SPEC §5).
+    pairs, divided by H (W − 1) + W (H − 1) − N_B (Yim & Bovik 2011).
     """
     _, h, w, _ = x.shape
     dh = jnp.square(x[:, :, :-1, :] - x[:, :, 1:, :])  # (B, H, W-1, C): pair (j, j+1)
@@ -300,7 +302,7 @@ def _check_psnrb_args(x, convention: str, block: int):
 
 
 def bef(x, *, convention: str = "torchjpeg", block: int = 8):
-    """Blocking effect factor of image x (Yim & Bovik 2011; SPEC §5), on the [0, 1] scale.
+    """Blocking effect factor of image x (Yim & Bovik 2011; paper Table III), on the [0, 1] scale.
 
     BEF = η (D_B − D_Bc) if D_B > D_Bc else 0, η = log2(B) / log2(min(H, W)). Multiply by 255²
     for the [0, 255] scale; the paper's tables print BEF x 10⁴ of the [0, 1]-scale value.
@@ -314,7 +316,7 @@ def bef(x, *, convention: str = "torchjpeg", block: int = 8):
 
 
 def psnrb(x, y, *, convention: str = "torchjpeg", block: int = 8):
-    """PSNR-B in dB (Yim & Bovik 2011; SPEC §5): 10 log10(255² / (MSE + BEF)).
+    """PSNR-B in dB (Yim & Bovik 2011; paper Table III): 10 log10(255² / (MSE + BEF)).
 
     x is the restored (or JPEG) image and BEF is measured on it; y is the reference.
     "torchjpeg" (DriftRec authors): PSNR-B of each channel with that channel's MSE and BEF,
@@ -343,7 +345,7 @@ def _lpips_model(net: str):
 
 
 def lpips(x, y, *, net: str = "alexnet"):
-    """LPIPS distance (Zhang et al. 2018) per image, AlexNet backbone by default (SPEC §5).
+    """LPIPS distance (Zhang et al. 2018) per image, AlexNet backbone by default (paper Sec. IV-B).
 
     Images in [0, 1] are mapped to [−1, 1] as LPIPS expects. Grayscale images are repeated to
     three channels. Returns the raw distance (the paper prints it x 100). The network and its

@@ -65,7 +65,7 @@ METHODS = ("driftrec", "ddrm")
 # highest rate (BENCHMARKS.md: 0.92 vs 0.64 network evaluations/s for 8), on accelerators 8.
 DEFAULT_BATCH_ACCELERATOR = 8
 DEFAULT_BATCH_CPU = 1
-DDRM_DEFAULT_STEPS = sampler_settings.DEFAULT_STEPS["ddrm"]  # = ddrm.NUM_STEPS (papers 002/003)
+DDRM_DEFAULT_STEPS = sampler_settings.DEFAULT_STEPS["ddrm"]  # = ddrm.NUM_STEPS (DDRM-JPEG paper Sec. 4)
 
 # File extensions picked up when an input is a folder (case-insensitive). Files named explicitly
 # are always tried, whatever their extension.

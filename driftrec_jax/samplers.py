@@ -1,4 +1,5 @@
-"""Reverse-time samplers for any registered drifting SDE (paper Sec. IV-F/G, SPEC §4).
+"""Reverse-time samplers for any registered drifting SDE (DriftRec paper Sec. IV-F/G, Table VI;
+few-step samplers: docs/SAMPLERS.md).
 
 Every sampler is a free function with the same signature::
 
@@ -44,7 +45,7 @@ def reverse_drift(score, sde, x, y, t, probability_flow: bool = False):
 
 def euler_maruyama(score, sde, y, key, *, steps: int = DEFAULT_STEPS, eps: float = DEFAULT_EPS,
                    time_grid: str = "authors"):
-    """Euler–Maruyama predictor, N network calls (SPEC §4).
+    """Euler–Maruyama predictor, N network calls (the paper's sampler, Sec. IV and IV-G).
 
     x_N = y + σ(1) z. For each grid time t_i, with step Δt:
         x̄ = x − (f − g²S)(x, y, t_i) Δt,   x = x̄ + g(t_i) √Δt z_i,
@@ -338,7 +339,7 @@ SAMPLERS: dict[str, Callable] = {
 
 
 def color_correct(x, y):
-    """Shift each RGB channel of x so that its mean equals that of the JPEG input y (SPEC §4)."""
+    """Shift each RGB channel of x so that its mean equals that of the JPEG input y (paper Sec. IV-H)."""
     axes = tuple(range(1, x.ndim - 1))
     return x + jnp.mean(y, axis=axes, keepdims=True) - jnp.mean(x, axis=axes, keepdims=True)
 

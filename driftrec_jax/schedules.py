@@ -1,4 +1,5 @@
-"""Drift schedules of the DriftRec SDE family (SPEC §1; paper eqs. (3)-(6)).
+"""Drift schedules of the DriftRec SDE family (DriftRec paper Sec. II-B/C, eqs. (3)-(9);
+docs/SCHEDULES.md).
 
 Every member of the family is the linear SDE
 
@@ -57,7 +58,8 @@ def integrate_0_to_t(fn: Callable[[Array], Array], t) -> Array:
 
 
 def default_g_shape(t, sigma_min: float, sigma_max: float) -> Array:
-    """Unnormalised VE diffusion h(t) = σmin (σmax/σmin)^t, so that g(t) = ν h(t) (SPEC §1)."""
+    """Unnormalised VE diffusion h(t) = σmin (σmax/σmin)^t, so that g(t) = ν h(t) (paper eq. (3),
+    in the form of the authors' code)."""
     t = as_time(t)
     return sigma_min * jnp.exp(t * math.log(sigma_max / sigma_min))
 
@@ -127,13 +129,15 @@ def ouve_int_F(t):
 
 
 def ouve_unit_variance(t, gamma, sigma_min, sigma_max):
-    """OUVE U(t) = σmin² (e^{2Lt} − e^{−2γt}) / (2(γ + L)), L = ln(σmax/σmin) (SPEC §1)."""
+    """OUVE U(t) = σmin² (e^{2Lt} − e^{−2γt}) / (2(γ + L)), L = ln(σmax/σmin) (the closed form
+    of the authors' code; paper Sec. II-C, "Variance expressions")."""
     L = math.log(sigma_max / sigma_min)
     return sigma_min**2 * (jnp.expm1(2.0 * L * t) - jnp.expm1(-2.0 * gamma * t)) / (2.0 * (gamma + L))
 
 
 def ouve_nu(gamma, sigma_min, sigma_max):
-    """OUVE ν = √(2(γ + L)) as the authors define it; σ(1) = σmax up to σmin² e^{−2γ} (SPEC §1)."""
+    """OUVE ν = √(2(γ + L)) as the authors define it; σ(1) = σmax up to σmin² e^{−2γ}
+    (docs/SCHEDULES.md)."""
     return jnp.sqrt(2.0 * (gamma + math.log(sigma_max / sigma_min)))
 
 
@@ -154,8 +158,8 @@ def tsdve_int_F(t):
 def tsdve_unit_variance(t, gamma, sigma_min, sigma_max):
     """TSDVE U(t) = σmin²/√γ · [e^{2Lt} D((γt+L)/√γ) − e^{−γt²} D(L/√γ)] with Dawson's D.
 
-    Completing the square in ∫₀ᵗ e^{−γ(t²−s²)} e^{2Ls} ds; with ν² = σmax²/U(1) this is SPEC §1's
-    closed form (den = σmin² D(L/√γ) − σmax² e^γ D((γ+L)/√γ)).
+    Completing the square in ∫₀ᵗ e^{−γ(t²−s²)} e^{2Ls} ds; with ν² = σmax²/U(1) this is the authors'
+    code's closed form (den = σmin² D(L/√γ) − σmax² e^γ D((γ+L)/√γ)).
     """
     L = math.log(sigma_max / sigma_min)
     rg = math.sqrt(gamma)

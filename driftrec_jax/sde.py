@@ -1,4 +1,5 @@
-"""DriftRec forward SDEs derived from a drift schedule (SPEC §1; paper eqs. (1)-(3)).
+"""DriftRec forward SDEs derived from a drift schedule (DriftRec paper Sec. II-B/C, eqs. (1)-(9);
+docs/SCHEDULES.md).
 
     dx = f(x, y, t) dt + g(t) dw,   f = γ F(t) (y − x),   g(t) = ν h(t),   t ∈ [0, T = 1].
 
@@ -52,7 +53,7 @@ def _expand(v: Array, x: Array) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class DriftSDE:
-    """A DriftRec forward SDE: one `Schedule` plus γ, σmin, σmax (SPEC §1).
+    """A DriftRec forward SDE: one `Schedule` plus γ, σmin, σmax (paper eq. (3), Table I).
 
     closed_form=False ignores the schedule's closed-form variance and uses quadrature (the
     schedule's ν formula, if any, is kept). T = 1 is the terminal time; t_eps = 0.01 is the
@@ -117,7 +118,8 @@ class DriftSDE:
 
     @_jit_method
     def variance(self, t) -> Array:
-        """σ_t² = ν² U(t), the marginal variance of x_t given (x0, y) (SPEC §1)."""
+        """σ_t² = ν² U(t), the marginal variance of x_t given (x0, y) (paper Sec. II-C,
+        "Variance expressions"; docs/SCHEDULES.md)."""
         t = as_time(t)
         return self.nu(t.dtype) ** 2 * self.unit_variance(t)
 
@@ -154,13 +156,15 @@ class DriftSDE:
 
     @_jit_method
     def diffusion(self, t) -> Array:
-        """g(t) = ν h(t); by default ν σmin (σmax/σmin)^t (paper eq. (3), SPEC §1)."""
+        """g(t) = ν h(t); by default ν σmin (σmax/σmin)^t (paper eq. (3), in the
+        form the authors' code uses)."""
         t = as_time(t)
         return self.nu(t.dtype) * self._h(t)
 
     @_jit_method
     def prior_sample(self, key, y) -> Array:
-        """x_T = y + σ_T z, with σ_T the computed std at t = T (not the literal σmax) (SPEC §1)."""
+        """x_T = y + σ_T z, with σ_T the computed std at t = T (not the literal σmax), as the
+        authors' code does."""
         y = jnp.asarray(y)
         dtype = y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else jnp.result_type(float)
         z = jax.random.normal(key, y.shape, dtype)

@@ -105,7 +105,8 @@ def create_train_state(task: Task, tx, key, image_size: int = 32, params=None) -
 
 
 def ema_decay_at(decay: float, num_updates):
-    """EMA decay with the usual warm-up, min(decay, (1 + n)/(10 + n)) (SPEC §3)."""
+    """EMA decay with the usual warm-up, min(decay, (1 + n)/(10 + n)) (as the
+    DriftRec authors' code does; paper Sec. III-B: decay 0.999)."""
     n = jnp.asarray(num_updates, jnp.float32)
     return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
 

@@ -1,7 +1,7 @@
-"""Import (and export) of NCSN++ weights in the DriftRec authors' PyTorch layout (SPEC §2).
+"""Import (and export) of NCSN++ weights in the DriftRec authors' PyTorch layout (docs/NETWORK.md).
 
 The authors' module keeps its layers in a list ``all_modules`` (order: :func:`module_plan`) plus
-an ``output_layer``; ``reference/ncsnpp_paper_state_dict_keys.txt`` lists every name and shape of
+an ``output_layer``; ``tests/fixtures/ncsnpp_paper_state_dict_keys.txt`` lists every name and shape of
 the paper configuration. Layout changes: convolutions OIHW → HWIO, Linear (out, in) → Dense
 (in, out), GroupNorm weight → scale; the attention ``NIN_k.W`` (in, out) and the Fourier ``W`` are
 taken as they are. ``W`` goes to the ``'constants'`` collection.

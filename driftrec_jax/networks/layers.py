@@ -1,4 +1,4 @@
-"""Building blocks of NCSN++ (Song et al. 2021, as used by DriftRec; SPEC §2).
+"""Building blocks of NCSN++ (Song et al. 2021, as used by DriftRec; docs/NETWORK.md).
 
 All blocks take NHWC arrays. Parameters are float32 (``param_dtype``); convolutions and
 matrix products run in ``dtype`` (float32 or bfloat16); group normalisation and the attention

@@ -1,4 +1,5 @@
-"""NCSN++ (Song et al. 2021) as used by DriftRec, in Flax linen (SPEC §2, papers/001 Sec. II-D).
+"""NCSN++ (Song et al. 2021) as used by DriftRec, in Flax linen (DriftRec paper Sec. II-D;
+docs/NETWORK.md).
 
 ``NCSNpp(...)(x, sigma)`` maps an NHWC image batch to an NHWC 3-channel output.
 

@@ -1,4 +1,4 @@
-"""Network configurations by name (SPEC §2) and :func:`make_network`.
+"""Network configurations by name (docs/NETWORK.md) and :func:`make_network`.
 
 * ``paper``: the DriftRec paper's NCSN++ (65,623,359 parameters for the score variant).
 * ``small``: a few million parameters, trainable on a CPU (bundled model, examples).
