@@ -1,4 +1,5 @@
-"""Tests of the (clean, JPEG) pair pipeline, driftrec_jax/data.py (SPEC §3 training data, §5 protocols).
+"""Tests of the (clean, JPEG) pair pipeline, driftrec_jax/data.py (DriftRec paper
+Sec. III-A training data, Sec. IV-B/C protocols; docs/DATA.md).
 
 Every image is generated here (tmp folders); tiny crops (16-32 px) and batches keep the file fast.
 """

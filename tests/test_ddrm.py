@@ -1,4 +1,4 @@
-"""DDRM-JPEG (driftrec_jax/ddrm.py, SPEC §6).
+"""DDRM-JPEG (driftrec_jax/ddrm.py; Kawar et al. 2022, docs/DDRM.md).
 
 The method is checked with ε-predictors whose behaviour is known in closed form:
   * the oracle of the true image x0, ε(x_t, t) = (x_t − √ᾱ_t x0)/√(1 − ᾱ_t), built on an

@@ -1,4 +1,4 @@
-"""The JAX JPEG operator (driftrec_jax/jpeg.py, SPEC §6) against Pillow's libjpeg.
+"""The JAX JPEG operator (driftrec_jax/jpeg.py, the operator of DDRM-JPEG) against Pillow's libjpeg.
 
 Pillow is the independent reference: its quantisation tables for every quality, its decode of
 the files it writes (round trip within one level on ≥ 99 % of the pixels), and the headers of
@@ -128,7 +128,8 @@ def test_data_range_255_equals_unit_range():
 @pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:0"])
 @pytest.mark.parametrize("quality", [10, 90])
 def test_idempotent_on_its_own_output(quality, subsampling):
-    """D(E(·)) applied to its own output changes it by rounding only (SPEC §6, property 1)."""
+    """D(E(·)) applied to its own output changes it by rounding only (DDRM-JPEG paper Sec. 3,
+    property 1)."""
     tables = jpeg.quality_to_tables(quality)
     x = ALIGNED.astype(np.float32) / 255.0
     c1 = jpeg.jpeg_encode(x, tables, subsampling)

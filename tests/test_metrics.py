@@ -1,7 +1,8 @@
-"""Metrics of driftrec_jax/metrics.py against independent references (SPEC §5).
+"""Metrics of driftrec_jax/metrics.py against independent references (docs/EVALUATE.md,
+EVALUATION.md).
 
 References: scikit-image's PSNR and SSIM (float64) on crops of the photographs scikit-image
-ships; a plain-loop numpy transcription of Yim & Bovik's BEF (SPEC §5) on hand-made blocky
+ships; a plain-loop numpy transcription of Yim & Bovik's BEF (2011) on hand-made blocky
 images; LPIPS checked by its identities and by its ordering of a mild and a strong distortion.
 """
 
@@ -93,12 +94,12 @@ def test_the_two_ssim_conventions_differ():
 
 
 # ---------------------------------------------------------------------------------------------
-# BEF and PSNR-B vs a loop transcription of Yim & Bovik (SPEC §5)
+# BEF and PSNR-B vs a loop transcription of Yim & Bovik (2011)
 # ---------------------------------------------------------------------------------------------
 
 
 def _bef_loops(img: np.ndarray, floor_count: bool, block: int = 8) -> float:
-    """BEF of a 2-D float64 image on its own scale, pair by pair (SPEC §5)."""
+    """BEF of a 2-D float64 image on its own scale, pair by pair (Yim & Bovik 2011)."""
     h, w = img.shape
     d_b = d_bc = 0.0
     for r in range(h):

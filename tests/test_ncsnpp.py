@@ -1,5 +1,5 @@
 """NCSN++: the paper config's size and state-dict layout, parity with the authors' network
-(tests/fixtures/ncsnpp_parity_small.npz, SPEC §2), any H×W, bf16, weight import and model-info."""
+(tests/fixtures/ncsnpp_parity_small.npz), any H×W, bf16, weight import and model-info."""
 
 import ast
 import io
@@ -78,7 +78,7 @@ def _run(fixture_nets, parity, variant, case):
 
 
 def test_paper_param_count_and_state_dict_layout():
-    """65,623,359 parameters (SPEC §2) and the authors' 647 names and shapes, in their order."""
+    """65,623,359 parameters (paper Table Ic: 65.6 M) and the authors' 647 names and shapes, in their order."""
     net = make_network("paper", "score")
     shapes = convert.expected_shapes(net)  # eval_shape: nothing allocated
     assert sum(int(np.prod(s)) for s in shapes.values()) == 65_623_359

@@ -1,4 +1,5 @@
-"""Drift schedules and DriftRec SDEs (driftrec_jax.schedules, driftrec_jax.sde; SPEC §1).
+"""Drift schedules and DriftRec SDEs (driftrec_jax.schedules, driftrec_jax.sde; DriftRec paper
+Sec. II-B/C, docs/SCHEDULES.md).
 
 Checked against independent things: the authors' reference values, the closed forms against the
 generic quadrature, float64 adaptive quadrature (scipy), a float64 Euler–Maruyama Monte Carlo of
@@ -83,7 +84,8 @@ def test_hashable_and_static_jit_argument():
 
 
 # --------------------------------------------------------------------------------------------
-# The authors' reference values (SPEC §1), both variance paths
+# The authors' reference values (tests/fixtures/sde_reference_values.json, computed by the DriftRec
+# authors' code), both variance paths
 
 
 @pytest.mark.parametrize("closed_form", [True, False], ids=["closed", "quadrature"])
@@ -106,7 +108,7 @@ def test_reference_covers_all_six_cases():
 
 
 # --------------------------------------------------------------------------------------------
-# Closed forms against quadrature and against SPEC's formulas
+# Closed forms against quadrature and against the authors' code's formulas
 
 T_GRID = np.geomspace(1e-3, 1.0, 25).astype(np.float32)
 
@@ -130,7 +132,7 @@ def test_spec_nu_and_terminal_std():
         sde = get_sde("ouve", gamma=gamma)
         np.testing.assert_allclose(sde.nu(), math.sqrt(2 * (gamma + math.log(100.0))), rtol=1e-6)
         np.testing.assert_allclose(sde.variance(1.0), 1e-4 * (1e4 - math.exp(-2 * gamma)), rtol=1e-6)
-    # TSDVE: SPEC's ν = √(−e^γ σmax² √γ / den), den from scipy's float64 Dawson function.
+    # TSDVE: the authors' code's ν = √(−e^γ σmax² √γ / den), den from scipy's float64 Dawson function.
     for gamma, smin, smax in ((1.0, 0.01, 1.0), (2.0, 0.01, 1.0), (1.5, 0.05, 2.0)):
         L = math.log(smax / smin)
         D = scipy.special.dawsn
