@@ -1,7 +1,7 @@
 """Input-pipeline throughput: (clean, JPEG) pairs per second that `data.make_train_iterator` delivers
-as numpy batches, the thing the training loop consumes (SPEC §3 augmentation, issue 3 §6).
+as numpy batches, the thing the training loop consumes (the augmentation of docs/DATA.md and DriftRec paper Sec. III-A).
 
-    python bench/bench_data.py --source ../shared/data/train
+    python bench/bench_data.py --source data/train
     python bench/bench_data.py --source DIR --crop-size 256 --batch 8 --batches 150 \
         --cases cache:tf nocache:tf cache:pillow nocache:tf:4
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="DDRM ε model file or workdir (default: the bundled prior)")
-    p.add_argument("--folder", default="../shared/data/val/kodak24", help="folder of clean images")
+    p.add_argument("--folder", default="data/val/kodak24", help="folder of clean images (default: %(default)s)")
     p.add_argument("--images", type=int, default=3, help="number of images (sorted by name)")
     p.add_argument("--crop", type=int, default=128, help="central crop size in pixels")
     p.add_argument("--bits", type=int, nargs="+", default=[3, 4], help="bits per channel to test")

@@ -10,7 +10,7 @@ round trip per image.
     python bench/jpeg_fidelity.py --qualities 10 50 --subsampling 4:2:0 --kodak ''   # skimage only
 
 Photos: scikit-image's astronaut, chelsea, coffee, and the PNGs of --kodak (default
-/work/shared/data/val/kodak24; read only). Prints a Markdown table; --json writes the raw numbers.
+data/val/kodak24, skipped when absent; read only). Prints a Markdown table; --json writes the raw numbers.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--qualities", type=int, nargs="+", default=list(range(10, 100, 10)))
     p.add_argument("--subsampling", nargs="+", default=["4:2:0", "4:4:4"], choices=sorted(PIL_SUBSAMPLING))
-    p.add_argument("--kodak", default="/work/shared/data/val/kodak24")
+    p.add_argument("--kodak", default="data/val/kodak24", help="folder of Kodak24 PNGs ('': none)")
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
 

@@ -1,13 +1,15 @@
 """External check of the metric code: FBCNN's published JPEG rows on grayscale Classic5.
 
 FBCNN (Jiang et al., ICCV 2021), Table 1, rows "JPEG" on Classic5 (PSNR | SSIM | PSNR-B, FBCNN's
-conventions, SPEC §5): QF10 27.82 | 0.760 | 25.21, QF20 30.12 | 0.834 | 27.50,
+conventions, docs/EVALUATE.md): QF10 27.82 | 0.760 | 25.21, QF20 30.12 | 0.834 | 27.50,
 QF30 31.48 | 0.867 | 28.94. This script JPEG-compresses the five 512x512 grayscale images with
-Pillow (whose decodes equal OpenCV's, SPEC §5), measures them with driftrec_jax.metrics and
-prints the averages next to the published values. Exit status 0 when all nine numbers agree to
+Pillow (whose decodes equal OpenCV's, which FBCNN uses: EVALUATION.md), measures them with
+driftrec_jax.metrics and prints the averages next to the published values. Exit status 0 when all nine numbers agree to
 the printed precision (0.01 dB, 0.001 SSIM), 1 otherwise.
 
-    python scripts/check_classic5.py [--data /work/shared/data/val/classic5_gray]
+    python scripts/check_classic5.py [--data data/val/classic5_gray]
+
+Classic5 is public (README.md says where the evaluation sets come from).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ PUBLISHED = {  # QF: (PSNR, SSIM, PSNR-B)
     20: (30.12, 0.834, 27.50),
     30: (31.48, 0.867, 28.94),
 }
-DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "val" / "classic5_gray"
+DEFAULT_DATA = pathlib.Path("data") / "val" / "classic5_gray"
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
@@ -54,9 +56,12 @@ def evaluate(paths, quality: int) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA.resolve(),
-                        help="folder with the five Classic5 grayscale PNGs")
+    parser.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA,
+                        help=f"folder with the five Classic5 grayscale PNGs (default: {DEFAULT_DATA})")
     args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"check_classic5: no folder {args.data} (give --data FOLDER of the Classic5 PNGs)", file=sys.stderr)
+        return 2
     paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in (".png", ".bmp", ".tif"))
     if not paths:
         print(f"no images found in {args.data}", file=sys.stderr)

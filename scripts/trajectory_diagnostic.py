@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Where along the reverse SDE does a DriftRec model's texture appear?
 
-    python scripts/trajectory_diagnostic.py ../shared/data/val/mcmaster18 --quality 30
+    python scripts/trajectory_diagnostic.py data/val/mcmaster18 --quality 30
 
 For central crops of the first images of a folder, compressed with Pillow at one quality, this
 prints, at several times t of an Euler-Maruyama run (the authors' grid, as `driftrec restore`):
