@@ -79,6 +79,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def main(argv: list[str] | None = None) -> int:
     args, rest = parse_args(argv)
+    if not os.path.exists(args.data):
+        print(f"train_gpu.py: --data {args.data}: not found (a folder of photos or a text file listing them)",
+              file=sys.stderr)
+        return 2
     try:
         config = build_config(args, rest)
     except (FileNotFoundError, KeyError, ValueError) as err:
