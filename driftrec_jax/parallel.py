@@ -26,16 +26,40 @@ DATA_AXIS = "data"
 _MULTI_PROCESS_HINTS = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES")
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
 def initialize_distributed(force: bool = False) -> None:
     """Join a multi-process job when launched as one (SLURM, TPU pods, or explicit env vars).
 
     A single process on one machine needs nothing; calling this is then a no-op. On TPU pods and
-    under SLURM, ``jax.distributed.initialize()`` finds its peers by itself.
+    under SLURM, ``jax.distributed.initialize()`` finds its peers by itself. Elsewhere (and with
+    ``python -m driftrec_jax.launch``) the environment describes the job:
+    ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``;
+    ``DRIFTREC_HEARTBEAT_TIMEOUT`` (seconds) sets how soon a silent process is declared dead, after
+    which JAX stops the others (default: JAX's, 100 s). Must run before anything touches a device.
     """
     multi = force or any(os.environ.get(k) for k in _MULTI_PROCESS_HINTS)
     multi = multi or int(os.environ.get("SLURM_NTASKS", "1")) > 1
     if multi and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+        kwargs = {}
+        num, pid = _env_int("JAX_NUM_PROCESSES"), _env_int("JAX_PROCESS_ID")
+        if num is not None:
+            kwargs["num_processes"] = num
+        if pid is not None:
+            kwargs["process_id"] = pid
+        heartbeat = _env_int("DRIFTREC_HEARTBEAT_TIMEOUT")
+        if heartbeat is not None:
+            kwargs["heartbeat_timeout_seconds"] = heartbeat
+        jax.distributed.initialize(os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("COORDINATOR_ADDRESS"),
+                                   **kwargs)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -45,7 +69,33 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
         if num_devices > len(devices):
             raise ValueError(f"asked for {num_devices} devices but only {len(devices)} exist")
         devices = devices[:num_devices]
-    return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+    mesh = Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+    _connect(mesh)
+    return mesh
+
+
+_CONNECTED: set = set()
+
+
+def _connect(mesh: Mesh) -> None:
+    """Run one all-reduce over a mesh that spans several processes, the first time it is made.
+
+    Every process makes the mesh at the same point, right after start-up, so they are in step
+    here. On CPU the cross-process collectives (gloo) set up a device group on its first
+    collective and give every process only 30 s to arrive; left to the first training step, one
+    process compiling much longer than another (a compilation-cache hit on one, a miss on the
+    other) fails the whole job. Once set up, a collective waits for slow peers as long as needed.
+    """
+    key = tuple(d.id for d in mesh.devices.flat)
+    if jax.process_count() == 1 or key in _CONNECTED:
+        return
+    ones = jax.make_array_from_process_local_data(
+        data_sharding(mesh), np.ones((sum(d.process_index == jax.process_index() for d in mesh.devices.flat),),
+                                     np.int32))
+    total = jax.jit(lambda x: x.sum(), out_shardings=replicated(mesh))(ones)
+    if int(total) != mesh.devices.size:
+        raise RuntimeError(f"the processes' first all-reduce gave {int(total)}, not {mesh.devices.size}")
+    _CONNECTED.add(key)
 
 
 def data_sharding(mesh: Mesh) -> NamedSharding:
@@ -80,6 +130,13 @@ def global_batch(local: Any, mesh: Mesh) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place a pytree on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def local_copy(tree: Any) -> Any:
+    """One local device's copy of a replicated pytree, for work only this process does (sample
+    grids, validation on process 0): computing on it involves no other process, so it cannot wait
+    on a peer that is not computing with it."""
+    return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
 
 
 def is_main_process() -> bool:
