@@ -39,6 +39,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -111,7 +112,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "refuse, one line, exit status 2)")
     parser.epilog = ("Override any config field with --config.FIELD=VALUE, e.g. --config.train.num_steps=200 "
                      "--config.data.source=/data/photos --config.sde.name=cosve. Multi-host: launch one process "
-                     "per host; jax.distributed.initialize() is called when the environment describes several.")
+                     "per host (SLURM, TPU pods: jax.distributed.initialize() finds the others); several "
+                     "processes on one machine: python -m driftrec_jax.launch. See docs/TRAINING.md.")
 
 
 class _Logger:
@@ -278,6 +280,7 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
             models.save_model(os.path.join(workdir, "model.msgpack"), spec, state.ema_params)
 
     kill_at = int(os.environ.get("DRIFTREC_FAULT_KILL_AT_STEP", "-1"))
+    kill_here = int(os.environ.get("DRIFTREC_FAULT_KILL_PROCESS", jax.process_index())) == jax.process_index()
     bar = None
     if main and progress is True:
         try:
@@ -325,16 +328,16 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
                 print(f"step {step}/{config.train.num_steps}  loss {loss[-1]:.4g}  {rate:.3g} steps/s  "
                       f"{rate * config.data.batch_size:.4g} pairs/s  {now - t_start:.0f} s", file=sys.stderr, flush=True)
         if config.train.sample_every and main and step % config.train.sample_every < k:
-            grid = _sample_grid(task, state.ema_params, sample_batch, config.sample,
+            grid = _sample_grid(task, parallel.local_copy(state.ema_params), sample_batch, config.sample,
                                 jax.random.PRNGKey(step), config.train.num_sample_images)
             _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
             logger.image(step, "samples/jpeg_restored_clean", grid)
         if config.train.eval_every and step % config.train.eval_every < k:
-            _validate(task, state.ema_params, config, step, logger)
+            _validate(task, parallel.local_copy(state.ema_params), config, step, logger)
         saved = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
         if saved:
             save(step)
-        if step == kill_at:  # fault injection for the resume test: die like a preempted host
+        if step == kill_at and kill_here:  # fault injection for the resume tests: die like a preempted host
             os.kill(os.getpid(), signal.SIGKILL)
         logger.flush()
         if deadline is not None and step < config.train.num_steps and _time_is_up(deadline):
@@ -418,6 +421,16 @@ def main_with_overrides(config_name: str, workdir: str, overrides: list[str], ov
     except models.ModelLoadError as err:
         print(f"driftrec train: {err}", file=sys.stderr)
         return 2
+    except BaseException:
+        if not jax.distributed.is_initialized():
+            raise
+        # One process of several: the others wait for it in a collective, and a normal exit would
+        # wait for them at JAX's shutdown barrier (minutes). Stop now; the others follow.
+        traceback.print_exc()
+        print(f"driftrec train: process {jax.process_index()} of {jax.process_count()} failed (above); "
+              "stopping it now. Run the same command on every process again to resume from the last "
+              "checkpoint.", file=sys.stderr, flush=True)
+        os._exit(1)
     return 0
 
 
