@@ -161,14 +161,24 @@ def launch(command: list[str], num_processes: int, devices_per_process: int | No
                                  daemon=True)
             t.start()
             pumps.append(t)
+        # One thread per process records when it ends: when a process dies and a survivor stops
+        # a few milliseconds later, the one that failed first is the one to name.
+        ended: dict[int, float] = {}
+
+        def watch(i):
+            procs[i].wait()
+            ended[i] = time.monotonic()
+
+        for i in range(num_processes):
+            threading.Thread(target=watch, args=(i,), daemon=True).start()
         failed, failed_at, timed_out = None, None, False
         while True:
-            codes = [p.poll() for p in procs]
+            done = dict(ended)
             if failed is None:
-                bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
+                bad = sorted((t, i) for i, t in done.items() if procs[i].returncode != 0)
                 if bad:
-                    failed, failed_at = bad[0], time.monotonic()
-            if all(c is not None for c in codes):
+                    failed, failed_at = bad[0][1], bad[0][0]
+            if len(done) == num_processes:
                 break
             now = time.monotonic()
             if timeout and now - start > timeout:
@@ -177,7 +187,7 @@ def launch(command: list[str], num_processes: int, devices_per_process: int | No
             if failed is not None and now - failed_at > grace:
                 break
             time.sleep(0.1)
-        stopped = [i for i, p in enumerate(procs) if p.poll() is None]
+        stopped = [i for i in range(num_processes) if i not in ended]
         for i in stopped:
             _kill_group(procs[i], signal.SIGTERM)
         deadline = time.monotonic() + 5
@@ -189,7 +199,6 @@ def launch(command: list[str], num_processes: int, devices_per_process: int | No
                 procs[i].wait()
         for t in pumps:
             t.join(5)
-        elapsed = time.monotonic() - start
         if not timed_out and failed is None:
             status = 0
             return 0
@@ -206,8 +215,8 @@ def launch(command: list[str], num_processes: int, devices_per_process: int | No
         code = procs[failed].returncode
         others = ("; the other processes stopped by themselves" if survivors and not stopped else
                   f"; stopped the {len(stopped)} still running" if stopped else "")
-        print(f"{PROG}: process {failed} of {num_processes} {describe_status(code)} after {elapsed:.0f} s"
-              f"{others} (logs in {log_dir})", file=out)
+        print(f"{PROG}: process {failed} of {num_processes} {describe_status(code)} "
+              f"{failed_at - start:.0f} s after the start{others} (logs in {log_dir})", file=out)
         status = code if code > 0 else 128 - code
         return status
     finally:

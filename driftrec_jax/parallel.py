@@ -7,8 +7,9 @@ one CPU, eight GPUs or a multi-host pod; losses are written for the global batch
 the gradient all-reduce.
 
 Multi-host: launch one process per host and call :func:`initialize_distributed` first (it calls
-``jax.distributed.initialize()`` when the environment describes several processes). Each process
-then feeds only its own slice of the global batch (:func:`global_batch`).
+``jax.distributed.initialize()`` when the environment describes several processes; on one machine
+``python -m driftrec_jax.launch`` starts such processes). Each process then feeds only its own
+slice of the global batch (:func:`global_batch`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def _connect(mesh: Mesh) -> None:
     total = jax.jit(lambda x: x.sum(), out_shardings=replicated(mesh))(ones)
     if int(total) != mesh.devices.size:
         raise RuntimeError(f"the processes' first all-reduce gave {int(total)}, not {mesh.devices.size}")
+    # And the groups of orbax's barriers (one device per process), which checkpoint restores use.
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices("driftrec_jax: processes connected")
     _CONNECTED.add(key)
 
 

@@ -13,6 +13,11 @@ from process 1's):
   4. this process again: train() resumes from checkpoint 6 (written by 2 processes), steps 7-8.
 
 The launcher's own behaviour (failure, timeout, environment) is tested with tiny commands.
+
+Not here yet: `driftrec restore` / `driftrec evaluate` over 2 processes giving the PNGs and tables
+of 1 process. Restoration has no multi-process path today (it never joins a job nor builds a mesh:
+each process would restore every image itself); the test comes with the mesh-sharded restoration
+engine, and can reuse `_launch`'s pattern with `-m driftrec_jax.cli restore ...` as the command.
 """
 
 import os
