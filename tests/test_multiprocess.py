@@ -20,8 +20,8 @@ each process would restore every image itself); the test comes with the mesh-sha
 engine, and can reuse `_launch`'s pattern with `-m driftrec_jax.cli restore ...` as the command.
 """
 
+import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -70,15 +70,15 @@ def _py(code: str) -> list[str]:
 def test_launcher_environment_success_and_failures(tmp_path, capsys):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_dump_to=/nowhere")
     report = _py("""
-        import os
+        import json, os
         keys = ["JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_BIND_ADDRESS", "JAX_NUM_PROCESSES",
                 "JAX_PROCESS_ID", "JAX_NUM_CPU_DEVICES", "JAX_PLATFORMS", "XLA_FLAGS"]
         with open(os.path.join(%r, "env_" + os.environ["JAX_PROCESS_ID"]), "w") as f:
-            f.write(repr({k: os.environ.get(k) for k in keys}))
+            json.dump({k: os.environ.get(k) for k in keys}, f)
         """ % str(tmp_path))
     assert launch.launch(report, 3, devices_per_process=4, timeout=60, log_dir=str(tmp_path / "ok"),
                          env=env, echo=False) == 0
-    seen = [eval((tmp_path / f"env_{i}").read_text()) for i in range(3)]
+    seen = [json.loads((tmp_path / f"env_{i}").read_text()) for i in range(3)]
     addresses = {s["JAX_COORDINATOR_ADDRESS"] for s in seen}
     assert len(addresses) == 1 and addresses.pop().startswith("127.0.0.1:")
     assert [s["JAX_PROCESS_ID"] for s in seen] == ["0", "1", "2"]
@@ -187,12 +187,16 @@ def _two_shard_batches(c, start, n):
     for _ in range(n):
         parts = [next(it) for it in its]
         out.append({k: np.concatenate([p[k] for p in parts]) for k in ("clean", "jpeg")})
+    for it in its:
+        it.close()
     return out
 
 
 def _one_process_batches(c, start, n):
     it = data.make_train_iterator(c.data.to_dict(), start_batch=start)
-    return [{k: v for k, v in next(it).items() if k in ("clean", "jpeg")} for _ in range(n)]
+    out = [{k: v for k, v in next(it).items() if k in ("clean", "jpeg")} for _ in range(n)]
+    it.close()
+    return out
 
 
 def _assert_states_close(expected, actual, what):
