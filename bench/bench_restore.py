@@ -19,7 +19,7 @@ Parts (each prints a Markdown table; run them one at a time to keep each run sho
   big         one 6000×4000 JPEG through `driftrec restore` (default tile 256, overlap 32, batch 8):
               wall time and peak memory (maximum resident set size) of the process.
   samplers    the tile restorer of `driftrec restore` for each --settings sampler setting
-              (default: the few-step samplers at their default steps), one batch of --batches[0]
+              (default: the few-step samplers at their default steps and em:100), one batch of --batches[0]
               256² tiles: compile seconds, seconds per tile (whole sampler, not extrapolated),
               network calls and restorations per second.
 
@@ -246,7 +246,7 @@ def main() -> int:
     ap.add_argument("--big-batch", type=int, default=8)
     ap.add_argument("--big-overrides", type=json.loads, default=None,
                     help='network overrides of the big part as JSON, e.g. \'{"ch_mult": [1], "attn_resolutions": []}\'')
-    ap.add_argument("--settings", nargs="+", default=["ddim:6", "dpm2m:6", "sde-dpm2m:6", "ddim:10"],
+    ap.add_argument("--settings", nargs="+", default=["sde-dpm2m:8", "ddim:5", "dpm2m:8", "em:100"],
                     help="sampler settings of the samplers part (driftrec evaluate's text form)")
     ap.add_argument("--pause-pid", type=int, default=None, help="process to SIGSTOP while benchmarking")
     args = ap.parse_args()

@@ -4,7 +4,8 @@
         --tile 128 --batch-size 1 --sampler-settings ddim:3 ddim:5 dpm2m:5 em:100 ... --out OUT
     python scripts/sampler_study.py OUT --reference em:100 [--plots docs/figures] [--md OUT/study.md]
 
-Reads OUT/per_image.csv (or OUT/cache.jsonl while a run is still going) and writes, as Markdown:
+Reads OUT/per_image.csv (or with --cache every result in OUT/cache.jsonl: all the runs made into
+OUT, a running one too) and writes, as Markdown:
 
 1. one table over every (set, quality, image) that all settings were run on: per setting the
    network calls, mean PSNR / SSIM / PSNR-B / LPIPS / BEF, and the per-image differences to the
@@ -31,10 +32,11 @@ METRICS = (("psnr", "PSNR", 1.0, True), ("ssim", "SSIM", 1.0, True), ("psnrb", "
            ("lpips", "LPIPS×100", 100.0, False), ("bef", "BEF×10⁴", 1e4, False))
 
 
-def read_rows(out: str) -> list[dict]:
-    """Per-image rows of an evaluate --out folder (per_image.csv, else the cache of a running job)."""
+def read_rows(out: str, cache: bool = False) -> list[dict]:
+    """Per-image rows of an evaluate --out folder: per_image.csv (the last finished run), or with
+    `cache` (or no per_image.csv yet) every result in its cache.jsonl, a running job's too."""
     path = os.path.join(out, "per_image.csv")
-    if os.path.exists(path):
+    if os.path.exists(path) and not cache:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     else:
@@ -203,12 +205,19 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default="em:100", help="setting the others are compared with (default em:100)")
     ap.add_argument("--plots", metavar="DIR", help="also write the two plots into DIR")
     ap.add_argument("--prefix", default="sampler_study", help="file name prefix of the plots")
+    ap.add_argument("--cache", action="store_true",
+                    help="read every result in OUT/cache.jsonl instead of the last run's per_image.csv")
+    ap.add_argument("--only", nargs="+", metavar="SETTING",
+                    help="only these settings (and the JPEG), so that the images they share are all counted")
     args = ap.parse_args(argv)
     try:
-        rows = read_rows(args.out)
+        rows = read_rows(args.out, args.cache)
     except OSError as err:
         print(f"sampler_study: cannot read {args.out}: {err.strerror}", file=sys.stderr)
         return 2
+    if args.only:
+        keep = set(args.only) | {"JPEG", args.reference}
+        rows = [r for r in rows if r["setting"] in keep]
     order, data = paired(rows, args.reference)
     lines = ["#### All images", ""] + overall_table(order, data, args.reference)
     lines += ["", "#### Per set and quality", ""] + per_block_table(order, data)

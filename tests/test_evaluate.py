@@ -156,6 +156,9 @@ def test_sampler_study_script_pairs_images_and_reports_the_spread(first_run, tmp
     assert (tmp_path / "sampler_study_nfe.png").stat().st_size > 0 and (tmp_path / "sampler_study_pd.png").exists()
     with pytest.raises(SystemExit, match="reference"):
         study.main([first_run["out"], "--reference", "ddim:6"])
+    capsys.readouterr()
+    assert study.main([first_run["out"], "--reference", "em:2", "--only", "em:2"]) == 0
+    assert "| reg |" not in capsys.readouterr().out
 
 
 def test_jpeg_row_equals_metrics_of_the_evaluation_pairs(setup, first_run):
@@ -292,7 +295,7 @@ def test_parsing_and_errors(setup, tmp_path):
     assert settings() == [E.DEFAULT_SETTING]
     assert settings("--sampler", "em") == ["em:100"]
     assert settings("--sampler", "ddim", "--eta", "0", "--steps", "10") == ["ddim:10:0"]
-    assert settings("--sampler", "dpm2m", "--grid", "edm") == ["dpm2m:6@edm"]
+    assert settings("--sampler", "dpm2m", "--grid", "edm") == ["dpm2m:8@edm"]
     assert settings("--sampler", "ode", "--tol", "1e-4") == ["ode:0.0001"]
     assert settings("--sampler-settings", "em:30", "ode:1e-3") == ["em:30", "ode:0.001"]
     assert settings("--sampler", "heun", "--sampler-settings", "em:30", "--samples", "1", "4") == [

@@ -59,6 +59,7 @@ def test_bad_settings_are_one_clear_error(bad):
 
 def test_default_setting_and_training_configs():
     assert default_setting() == parse_setting(DEFAULT_SETTING)
+    assert default_setting().nfe <= 10  # the few-step default; the paper's em:100 is one flag away
     c = config_lib.default_config()
     assert from_config(c.sample) == SamplerSetting(c.sample.sampler, steps=c.sample.steps)
     s = ml_collections.ConfigDict({"sampler": "ddim", "steps": 5, "eta": 0.0, "grid": "edm", "eps": 0.03})
