@@ -35,8 +35,8 @@ METRICS = (("psnr", "PSNR", 1.0, True), ("ssim", "SSIM", 1.0, True), ("psnrb", "
 def read_rows(out: str, cache: bool = False) -> list[dict]:
     """Per-image rows of an evaluate --out folder: per_image.csv (the last finished run), or with
     `cache` (or no per_image.csv yet) every result in its cache.jsonl, a running job's too."""
-    path = os.path.join(out, "per_image.csv")
-    if os.path.exists(path) and not cache:
+    path = out if os.path.isfile(out) else os.path.join(out, "per_image.csv")
+    if os.path.exists(path) and (not cache or path == out):
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     else:
@@ -201,7 +201,8 @@ def plots(order: list[str], data: dict, reference: str, out_dir: str, prefix: st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", help="the --out folder of a driftrec evaluate run")
+    ap.add_argument("out", help="the --out folder of a driftrec evaluate run, or a per-image CSV file with its "
+                                "columns (e.g. bench/results/sampler_study_per_image.csv)")
     ap.add_argument("--reference", default="em:100", help="setting the others are compared with (default em:100)")
     ap.add_argument("--plots", metavar="DIR", help="also write the two plots into DIR")
     ap.add_argument("--prefix", default="sampler_study", help="file name prefix of the plots")
