@@ -27,7 +27,7 @@ Public API:
   network    `EPS_VARIANT`, `make_eps_network`, `make_eps_fn`
   sampling   `ddrm_samples` (all k samples), `make_restorer` → restore(params, y, tables, key)
   files      `load_jpeg` (pixels + tables + subsampling of a JPEG file), `file_tables`
-  training   `eps_loss`, `EpsTask` (same face as train_lib.Task), `build_eps_task(spec)`
+  training   `eps_loss`, `EpsTask` (same face as tasks.Task), `build_eps_task(spec)`
 """
 
 from __future__ import annotations
@@ -380,7 +380,7 @@ def eps_loss(eps, params, batch, key, alphas, max_timestep: Optional[int] = None
 class EpsTask:
     """What train_lib trains for DDRM: the ε network and its DDPM schedule.
 
-    Same face as train_lib.Task (`apply`, `loss(params, batch, key)`, `init_params(key,
+    Same face as tasks.Task (`apply`, `loss(params, batch, key)`, `init_params(key,
     image_size)`, `is_regression`, `input_channels()`), so create_train_state / train_step work
     unchanged. `max_train_timestep` restricts training to t < it (None: all T; DDRM only ever
     queries t ≤ 285, so a small model can spend its capacity there).

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from .train_lib import Task
+from .tasks import Task
 
 FORMAT = "driftrec_jax.model/1"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

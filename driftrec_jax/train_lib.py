@@ -8,7 +8,6 @@ state replicated and the batch split along its leading axis. Several steps can r
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Any, Callable
 
@@ -19,8 +18,8 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from . import losses, parallel
-from .score import make_predict_fn, make_score_fn
+from . import parallel
+from .tasks import Task  # noqa: F401 - re-exported: train_lib.Task is the trained task
 
 
 @flax.struct.dataclass
@@ -32,35 +31,6 @@ class TrainState:
     ema_params: Any
     opt_state: Any
     rng: jnp.ndarray  # base key; the key of step n is fold_in(rng, n), so resuming is exact
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """What is being trained: the network, and either an SDE (DriftRec) or None (regression)."""
-
-    model: Any  # flax module
-    sde: Any | None
-    image_channels: int = 3
-
-    @property
-    def is_regression(self) -> bool:
-        return self.sde is None
-
-    def input_channels(self) -> int:
-        return self.image_channels if self.is_regression else 2 * self.image_channels
-
-    def apply(self, params, x, sigma):
-        return self.model.apply(params, x, sigma)
-
-    def loss(self, params, batch, key):
-        if self.is_regression:
-            return losses.regression_loss(make_predict_fn(self.apply), params, batch, key)
-        return losses.dsm_loss(make_score_fn(self.apply, self.sde), self.sde, params, batch, key)
-
-    def init_params(self, key, image_size: int = 32):
-        x = jnp.zeros((1, image_size, image_size, self.input_channels()), jnp.float32)
-        sigma = None if self.is_regression else jnp.ones((1,), jnp.float32)
-        return self.model.init(key, x, sigma)
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:

@@ -311,7 +311,7 @@ def test_regression_model_one_pass_never_overwrites_input(files, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# A fresh process: no TensorFlow, compilation cache written then used, same pixels
+# A fresh process: no TensorFlow nor training code, compilation cache written then used, same pixels
 
 PROBE = """
 import json, runpy, sys
@@ -329,6 +329,7 @@ else:
     from driftrec_jax.cli import main
     rc = main(["restore"] + argv)
 print("PROBE" + json.dumps({"rc": rc, "tensorflow": any(m.split(".")[0] == "tensorflow" for m in sys.modules),
+      "training": sorted(m for m in ("optax", "driftrec_jax.train_lib", "driftrec_jax.train_cli") if m in sys.modules),
       "hits": events.get("/jax/compilation_cache/cache_hits", 0),
       "misses": events.get("/jax/compilation_cache/cache_misses", 0)}))
 """
@@ -348,6 +349,7 @@ def test_fresh_process_no_tensorflow_and_compile_cache(files, folder_run, tmp_pa
     tiling = [a for a in TILING if a != "--no-compile-cache"]
     cold = _probe([files["in"], "-o", tmp_path / "cold", "--checkpoint", files["score"], *tiling], "sample.py", cache)
     assert cold["rc"] == 1 and not cold["tensorflow"]
+    assert cold["training"] == []  # restoring never imports the optimiser or the training code
     assert cold["misses"] > 0 and cold["hits"] == 0
     entries = [p for p in cache.iterdir() if p.name.startswith("jit_restore")]
     assert entries and all(p.stat().st_size > 0 for p in entries)
