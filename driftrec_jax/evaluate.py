@@ -602,12 +602,13 @@ def check_out_folder(out: str, overwrite: bool = False) -> None:
     """Refuse (ValueError, one line) an --out that is a file, or a folder that evaluate did not
     make (no cache.jsonl) but that holds files or folders of the names evaluate writes, unless
     `overwrite`. A folder evaluate made is its own: reruns resume there and rewrite the tables."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a folder")
-    if overwrite or not os.path.isdir(out) or os.path.exists(os.path.join(out, "cache.jsonl")):
-        return
-    clash = [n for n in OUT_NAMES if os.path.lexists(os.path.join(out, n))]
-    if clash:
+    from .images import foreign_outputs
+
+    try:
+        clash = foreign_outputs(out, "cache.jsonl", OUT_NAMES)
+    except NotADirectoryError:
+        raise ValueError(f"--out {out} exists and is not a folder") from None
+    if clash and not overwrite:
         raise ValueError(f"--out {out} was not made by driftrec evaluate (no cache.jsonl) and already holds "
                          f"{', '.join(clash)}: not replaced (--overwrite replaces them; or choose another --out)")
 

@@ -461,6 +461,17 @@ def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
     os.unlink(tmp)
 
 
+def foreign_outputs(folder: str, marker: str, names) -> list[str]:
+    """The entries of `names` inside `folder` when `folder` is not the output folder of the tool
+    that leaves `marker` there (e.g. evaluate's cache.jsonl, training's checkpoints/): what the tool
+    would replace in somebody else's folder. NotADirectoryError when `folder` is a file."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(folder)
+    if not os.path.isdir(folder) or os.path.exists(os.path.join(folder, marker)):
+        return []
+    return [n for n in names if os.path.lexists(os.path.join(folder, n))]
+
+
 @contextlib.contextmanager
 def atomic_write(path, *, overwrite: bool = True, text: bool = False, newline: str | None = None):
     """Write a file under a temporary name in its own folder, then rename it into place.

@@ -90,12 +90,13 @@ WORKDIR_NAMES = ("model.msgpack", "config.json", "samples", "tensorboard", "trai
 def check_workdir(workdir: str, overwrite: bool = False) -> None:
     """Refuse (WorkdirError, one line) a workdir that is a file, or a folder without checkpoints/
     (not a training workdir) that holds one of WORKDIR_NAMES, unless `overwrite`."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise WorkdirError(f"--workdir {workdir} exists and is not a folder")
-    if overwrite or not os.path.isdir(workdir) or os.path.isdir(os.path.join(workdir, "checkpoints")):
-        return
-    clash = [n for n in WORKDIR_NAMES if os.path.lexists(os.path.join(workdir, n))]
-    if clash:
+    from .images import foreign_outputs
+
+    try:
+        clash = foreign_outputs(workdir, "checkpoints", WORKDIR_NAMES)
+    except NotADirectoryError:
+        raise WorkdirError(f"--workdir {workdir} exists and is not a folder") from None
+    if clash and not overwrite:
         raise WorkdirError(f"--workdir {workdir} is not a training workdir (no checkpoints/) and already holds "
                            f"{', '.join(clash)}: not replaced (--overwrite writes there anyway; or choose "
                            "another --workdir)")
