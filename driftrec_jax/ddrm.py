@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import jpeg
+from .networks.presets import VARIANTS
 
 # DDPM's linear schedule (Ho et al. 2020) and DDRM-JPEG's settings (paper Sec. 4: t = 300, 20 steps,
 # η = 1, η_B = 0.4), as the authors' code uses them.
@@ -55,7 +56,7 @@ ETA = 1.0
 ETA_B = 0.4
 
 # NCSN++ fields for the ε network: 3 inputs (x_t), conditioned on σ_t, output not divided by σ.
-EPS_VARIANT = dict(in_channels=3, conditional=True, scale_by_sigma=False)
+EPS_VARIANT = VARIANTS["ddrm_eps"]
 
 MODES = ("jpeg", "quant")
 
@@ -159,10 +160,9 @@ def quantize_operator(bits: int) -> Callable:
 def make_eps_network(network: Union[str, dict] = "small", dtype=jnp.float32):
     """NCSN++ for ε prediction: a preset name of networks.presets (or {'preset': name, **overrides})
     with the `EPS_VARIANT` fields (3 inputs, conditioned on σ_t, not divided by σ)."""
-    from .networks.ncsnpp import NCSNpp
-    from .networks.presets import network_config
+    from .networks.presets import make_network
 
-    return NCSNpp(**network_config(network), **EPS_VARIANT, dtype=dtype, param_dtype=jnp.float32)
+    return make_network(network, variant="ddrm_eps", dtype=dtype)
 
 
 def make_eps_fn(apply_fn: Callable, alphas) -> Callable:
@@ -450,7 +450,7 @@ def build_eps_task(spec: dict) -> EpsTask:
     unknown = set(ddrm) - set(DDRM_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown ddrm field(s) {sorted(unknown)}; allowed: {', '.join(DDRM_DEFAULTS)}")
-    from .networks.ncsnpp import NCSNpp
+    from .networks.presets import make_network
 
-    model = NCSNpp(**net, **EPS_VARIANT, dtype=dtypes[spec.get("dtype", "float32")], param_dtype=jnp.float32)
+    model = make_network(net, variant="ddrm_eps", dtype=dtypes[spec.get("dtype", "float32")])
     return EpsTask(model=model, **ddrm)

@@ -26,6 +26,8 @@ NETWORKS: dict[str, dict[str, Any]] = {
 VARIANTS: dict[str, dict[str, Any]] = {
     "score": dict(in_channels=6, conditional=True, scale_by_sigma=True),
     "regression": dict(in_channels=3, conditional=False, scale_by_sigma=False),
+    # DDRM-JPEG's unconditional ε-prediction prior: the image alone, conditioned on σ_t, not divided by σ.
+    "ddrm_eps": dict(in_channels=3, conditional=True, scale_by_sigma=False),
 }
 
 _FIELDS = ("nf", "ch_mult", "num_res_blocks", "attn_resolutions", "image_size", "fourier_scale",
@@ -59,10 +61,11 @@ def network_config(name_or_dict: Union[str, Mapping[str, Any]]) -> dict[str, Any
 
 def make_network(name_or_dict: Union[str, Mapping[str, Any]] = "paper", variant: str = "score",
                  dtype=jnp.float32) -> NCSNpp:
-    """Build an :class:`NCSNpp` from a preset (or overrides) for ``variant`` 'score' or 'regression'.
+    """Build an :class:`NCSNpp` from a preset (or overrides) for ``variant`` 'score', 'regression' or
+    'ddrm_eps' (`VARIANTS`).
 
     ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose 'score' or 'regression'")
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     return NCSNpp(**network_config(name_or_dict), **VARIANTS[variant], dtype=dtype, param_dtype=jnp.float32)
