@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import jpeg
-from .networks.presets import VARIANTS
+from .networks.presets import ALL_VARIANTS
 
 # DDPM's linear schedule (Ho et al. 2020) and DDRM-JPEG's settings (paper Sec. 4: t = 300, 20 steps,
 # η = 1, η_B = 0.4), as the authors' code uses them.
@@ -56,7 +56,7 @@ ETA = 1.0
 ETA_B = 0.4
 
 # NCSN++ fields for the ε network: 3 inputs (x_t), conditioned on σ_t, output not divided by σ.
-EPS_VARIANT = VARIANTS["ddrm_eps"]
+EPS_VARIANT = ALL_VARIANTS["ddrm_eps"]
 
 MODES = ("jpeg", "quant")
 

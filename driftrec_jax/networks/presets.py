@@ -26,7 +26,12 @@ NETWORKS: dict[str, dict[str, Any]] = {
 VARIANTS: dict[str, dict[str, Any]] = {
     "score": dict(in_channels=6, conditional=True, scale_by_sigma=True),
     "regression": dict(in_channels=3, conditional=False, scale_by_sigma=False),
-    # DDRM-JPEG's unconditional ε-prediction prior: the image alone, conditioned on σ_t, not divided by σ.
+}
+# Every network `make_network` builds: the DriftRec authors' two above (weight import, model-info)
+# and DDRM-JPEG's unconditional ε-prediction prior (the image alone, conditioned on σ_t, output
+# not divided by σ).
+ALL_VARIANTS: dict[str, dict[str, Any]] = {
+    **VARIANTS,
     "ddrm_eps": dict(in_channels=3, conditional=True, scale_by_sigma=False),
 }
 
@@ -62,10 +67,10 @@ def network_config(name_or_dict: Union[str, Mapping[str, Any]]) -> dict[str, Any
 def make_network(name_or_dict: Union[str, Mapping[str, Any]] = "paper", variant: str = "score",
                  dtype=jnp.float32) -> NCSNpp:
     """Build an :class:`NCSNpp` from a preset (or overrides) for ``variant`` 'score', 'regression' or
-    'ddrm_eps' (`VARIANTS`).
+    'ddrm_eps' (`ALL_VARIANTS`).
 
     ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    return NCSNpp(**network_config(name_or_dict), **VARIANTS[variant], dtype=dtype, param_dtype=jnp.float32)
+    if variant not in ALL_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(ALL_VARIANTS)}")
+    return NCSNpp(**network_config(name_or_dict), **ALL_VARIANTS[variant], dtype=dtype, param_dtype=jnp.float32)
