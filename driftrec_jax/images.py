@@ -229,6 +229,24 @@ def _megapixels(n: int) -> str:
     return f"{n / 1e6:.1f} megapixels"
 
 
+def _read_error(path: str, err: Exception) -> ImageReadError:
+    """The one-line ImageReadError for an exception raised while opening or decoding `path`."""
+    if isinstance(err, FileNotFoundError):
+        reason = "no such file"
+    elif isinstance(err, IsADirectoryError):
+        reason = "is a directory"
+    elif isinstance(err, PermissionError):
+        reason = "permission denied"
+    elif isinstance(err, Image.UnidentifiedImageError):
+        reason = "not an image file Pillow recognises"
+    elif isinstance(err, Image.DecompressionBombError):
+        reason = str(err).replace("\n", " ")
+    else:  # Pillow raises many kinds of errors for damaged headers and data
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = f"damaged or unsupported image ({detail})"
+    return ImageReadError(f"cannot read {path}: {reason}")
+
+
 def probe_image(path, max_pixels: int | None = None) -> ImageHeader:
     """Open a file's header (no pixel data is decoded) and check that `load_image` can read it.
 
@@ -245,17 +263,8 @@ def probe_image(path, max_pixels: int | None = None) -> ImageHeader:
         Image.MAX_IMAGE_PIXELS = None  # the size is checked below, with a message that helps
         with open(path, "rb") as fp, Image.open(fp) as im:
             head = ImageHeader(int(im.size[0]), int(im.size[1]), im.mode, im.format or "")
-    except FileNotFoundError:
-        raise ImageReadError(f"cannot read {path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"cannot read {path}: is a directory") from None
-    except PermissionError:
-        raise ImageReadError(f"cannot read {path}: permission denied") from None
-    except Image.UnidentifiedImageError:
-        raise ImageReadError(f"cannot read {path}: not an image file Pillow recognises") from None
-    except Exception as err:  # Pillow raises many kinds of errors for damaged headers.
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ImageReadError(f"cannot read {path}: damaged or unsupported image ({reason})") from None
+    except Exception as err:  # noqa: BLE001 - every failure is this file's one line
+        raise _read_error(path, err) from None
     finally:
         Image.MAX_IMAGE_PIXELS = saved
     if head.mode == "F":
@@ -292,21 +301,10 @@ def load_image(path) -> LoadedImage:
         else:
             im = _open_decoded(path)
             mode = im.mode
-    except MemoryError:
+    except (MemoryError, ImageReadError):
         raise
-    except ImageReadError:
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"cannot read {path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageReadError(f"cannot read {path}: is a directory") from None
-    except Image.UnidentifiedImageError:
-        raise ImageReadError(f"cannot read {path}: not an image file Pillow recognises") from None
-    except Image.DecompressionBombError as err:
-        raise ImageReadError(f"cannot read {path}: {err}".replace("\n", " ")) from None
-    except Exception as err:  # Pillow raises many kinds of errors for damaged data.
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ImageReadError(f"cannot read {path}: damaged or unsupported image ({reason})") from None
+    except Exception as err:  # noqa: BLE001 - every failure is this file's one line
+        raise _read_error(path, err) from None
 
     icc = info.get("icc_profile") or None
     alpha = None

@@ -144,7 +144,9 @@ class SamplerSetting:
 def parse_setting(text: str) -> SamplerSetting:
     """`NAME[:STEPS|:TOL][:ETA][@GRID][xK]`, e.g. `em`, `em:100`, `ode:1e-5`, `ddim:6`, `ddim:10:0`,
     `dpm2m:6@edm`, `em:100x4`, `ddrm:20x8` (module docstring)."""
-    body, _, k = text.strip().lower().rpartition("x") if "x" in text.lower() else (text.strip().lower(), "", "")
+    body, sep, k = text.strip().lower().rpartition("x")
+    if not sep:  # no 'xK': one sample
+        body, k = k, ""
     body, _, grid = body.partition("@")
     name, _, rest = body.partition(":")
     arg, _, eta = rest.partition(":")

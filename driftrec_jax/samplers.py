@@ -194,6 +194,7 @@ def _exponential_sampler(update, score, sde, y, key, *, steps: int, eps: float, 
     h = lam[1:] - lam[:-1]
     coeffs = {
         "a_t": a[:-1], "a_s": a[1:], "sig_t": sig[:-1], "sig_s": sig[1:], "h": h,
+        # h of the previous step (a placeholder 1 on the first, where it is unused); [:n] for steps = 1
         "h_prev": jnp.concatenate([jnp.ones((1,), h.dtype), h[:-1]])[:n],
         "first": jnp.arange(n) == 0,
     }
