@@ -38,20 +38,20 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import dataclasses
 import hashlib
-import json
-import math
 import os
 import sys
 import time
 import zlib
 from functools import partial
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .eval_cache import Cache as _Cache, Features as _Features
+from .eval_metrics import CONVENTIONS, METRICS, as_measured, image_metrics, measure
+from .eval_tables import aggregate, markdown_table, write_tables
 from .sampler_settings import (DEFAULT_SETTING, DEFAULT_STEPS, DEFAULT_TOL, GRIDS, SAMPLERS, SamplerSetting,
                                default_setting, from_config, parse_setting)
 
@@ -64,21 +64,16 @@ __all__ = [
     "parse_double",
     "parse_checkpoint",
     "evaluate",
+    "METRICS",
     "measure",
     "as_measured",
+    "aggregate",
+    "markdown_table",
+    "write_tables",
     "quick_validation",
     "configure",
     "run",
 ]
-
-# Metric conventions (docs/EVALUATE.md): SSIM convention and PSNR-B/BEF convention of driftrec_jax.metrics.
-CONVENTIONS: dict[str, tuple[str, str]] = {
-    "driftrec": ("driftrec", "torchjpeg"),  # the DriftRec authors' (skimage win 9; torchjpeg BEF)
-    "fbcnn": ("fbcnn", "fbcnn"),  # FBCNN's (Gaussian SSIM; BEF on Y); used for grayscale sets
-}
-METRICS = ("ssim", "psnr", "psnrb", "lpips", "bef")
-_LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, what Pillow's convert("L") uses
-
 
 # --------------------------------------------------------------------------------------------
 # What is evaluated
@@ -144,49 +139,6 @@ def _fingerprint(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()[:12]
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics of one image
-# --------------------------------------------------------------------------------------------
-
-
-def _to_gray(x: np.ndarray) -> np.ndarray:
-    return np.tensordot(x, _LUMA, axes=([-1], [0]))[..., None].astype(np.float32)
-
-
-def as_measured(restored: np.ndarray, channels: int) -> np.ndarray:
-    """The 8-bit image that is measured (and saved): `restored` clipped and rounded to 8 bits;
-    for a 1-channel original, the ITU-R 601 luma of the 8-bit RGB restoration, rounded again."""
-    from . import metrics as M
-
-    x = np.asarray(M.quantize_uint8(restored))
-    if channels == 1 and x.shape[-1] == 3:
-        x = np.asarray(M.quantize_uint8(_to_gray(x)))
-    return x
-
-
-def measure(restored: np.ndarray, clean: np.ndarray, convention: str = "driftrec", lpips: bool = True) -> dict:
-    """SSIM, PSNR, PSNR-B, BEF (of the restored image) and LPIPS of one (H, W, C) image pair.
-
-    `restored` is clipped to [0, 1] and rounded to 8 bits first; a 3-channel restoration of a
-    1-channel original is measured through its luma. `convention`: a key of `CONVENTIONS`.
-    """
-    from . import metrics as M
-
-    ssim_conv, bef_conv = CONVENTIONS[convention]
-    y = np.asarray(clean, np.float32)
-    x = as_measured(restored, y.shape[-1])
-    if x.shape != y.shape:
-        raise ValueError(f"restored image {x.shape} and original {y.shape} differ in shape")
-    out = {
-        "ssim": float(M.ssim(x, y, convention=ssim_conv)),
-        "psnr": float(M.psnr(x, y)),
-        "psnrb": float(M.psnrb(x, y, convention=bef_conv)),
-        "bef": float(M.bef(x, convention=bef_conv)),
-        "lpips": float(M.lpips(x, y)) if lpips else float("nan"),
-    }
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,48 +265,6 @@ class _TileFeeder:
             owner["nfe_sum"] += float(nfe[i])
             owner["tiles"] += 1
         return x
-
-
-# --------------------------------------------------------------------------------------------
-# Per-image cache (resumability)
-# --------------------------------------------------------------------------------------------
-
-
-class _Cache:
-    """Append-only JSON lines of per-image results, keyed by method, folder, protocol, image."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.rows: dict[str, dict] = {}
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut short by a killed run
-                        continue
-                    self.rows[row["key"]] = row
-        self._f = open(path, "a", encoding="utf-8")
-        if self._f.tell() > 0:
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":  # a line cut short by a killed run: end it
-                    self._f.write("\n")
-
-    @staticmethod
-    def key(method_key: str, folder_key: str, protocol_key: str, name: str) -> str:
-        return "\x1f".join((method_key, folder_key, protocol_key, name))
-
-    def get(self, key: str) -> dict | None:
-        return self.rows.get(key)
-
-    def put(self, row: dict) -> None:
-        self.rows[row["key"]] = row
-        self._f.write(json.dumps(row, sort_keys=True) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,7 +426,7 @@ def evaluate(
                 jpeg_key = f"JPEG|{conv}{crop_tag}"
                 for pair in _pairs(folder, protocol, m, seed, max_images, crop):
                     key = _Cache.key(jpeg_key, folder_id, protocol.key, pair["name"])
-                    row = cache.get(key)
+                    row = _complete(cache.get(key))
                     if features is not None:
                         features.ensure(_Cache.key("original", folder_id, protocol.key, pair["name"]), pair["clean"])
                         features.ensure(key, pair["jpeg"])
@@ -541,7 +451,7 @@ def evaluate(
                     todo: list[dict] = []
                     for pair in _pairs(folder, protocol, m, seed, max_images, crop):
                         key = _Cache.key(method_key, folder_id, protocol.key, pair["name"])
-                        row = cache.get(key)
+                        row = _complete(cache.get(key))
                         if row is not None and (features is None or features.has(key)):
                             record(row, True)
                         else:
@@ -613,33 +523,6 @@ def check_out_folder(out: str, overwrite: bool = False) -> None:
                          f"{', '.join(clash)}: not replaced (--overwrite replaces them; or choose another --out)")
 
 
-class _Features:
-    """Inception-v3 pool features (2048 float32) of measured images, one .npy file per cache key."""
-
-    def __init__(self, folder: str):
-        self.folder = folder
-        os.makedirs(folder, exist_ok=True)
-
-    def path(self, key: str) -> str:
-        return os.path.join(self.folder, hashlib.sha1(key.encode("utf-8")).hexdigest()[:24] + ".npy")
-
-    def has(self, key: str) -> bool:
-        return os.path.isfile(self.path(key))
-
-    def ensure(self, key: str, image: np.ndarray) -> None:
-        if not self.has(key):
-            from . import fid as F
-
-            from .images import atomic_write
-
-            f = F.inception_features(np.asarray(image, np.float32)[None], batch_size=1)[0]
-            with atomic_write(self.path(key)) as fp:
-                np.save(fp, f)
-
-    def load(self, key: str) -> np.ndarray:
-        return np.load(self.path(key))
-
-
 def _iter_names(folder: str, max_images: int | None):
     from .data import list_images
 
@@ -647,97 +530,16 @@ def _iter_names(folder: str, max_images: int | None):
     return files[:max_images] if max_images is not None else files
 
 
+def _complete(row: dict | None) -> dict | None:
+    """A cached per-image result if it has every per-image metric of the registry, else None
+    (a metric added since is measured: the image is done again)."""
+    if row is None or any(m.name not in row for m in image_metrics()):
+        return None
+    return row
+
+
 def _index(pair: dict) -> int:
     return pair.get("_index", 0)
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-
-_GROUP = ("dataset", "protocol", "method", "kind", "setting")
-
-
-def aggregate(per_image: Iterable[dict], features: "_Features | None" = None) -> list[dict]:
-    """Mean of every metric, NFE and seconds over the images of each table row (paper Sec. IV);
-    with `features`, also FID and KID (raw, not x 100) of the row's images against the originals."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in per_image:
-        groups.setdefault(tuple(r[k] for k in _GROUP), []).append(r)
-    rows = []
-    for key, items in groups.items():
-        first = items[0]
-        row = {k: first[k] for k in _GROUP}
-        row.update(protocol_label=first["protocol_label"], sampler=first["sampler"], convention=first["convention"],
-                   num_samples=first["num_samples"], images=len(items), crop=first.get("crop", 0))
-        for k in METRICS + ("nfe", "seconds"):
-            row[k] = float(np.mean([it[k] for it in items]))
-        row["fid"] = row["kid"] = float("nan")
-        if features is not None and len(items) >= 2:
-            from . import fid as F
-
-            fx = np.stack([features.load(it["key"]) for it in items])
-            fy = np.stack([features.load(_Cache.key("original", it["folder"], it["protocol"], it["image"]))
-                           for it in items])
-            row["fid"] = F.fid_from_features(fx, fy)
-            row["kid"] = F.kid_from_features(fx, fy)
-        rows.append(row)
-    return rows
-
-
-def _fmt(v: float, spec: str) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-    """One Markdown table per folder x protocol, laid out like the paper's Tables II-III:
-    SSIM, PSNR, PSNR-B up; LPIPS x 100 and BEF x 10^4 down; NFE and seconds per image."""
-    out = []
-    blocks: dict[tuple, list[dict]] = {}
-    for r in rows:
-        blocks.setdefault((r["dataset"], r["protocol"]), []).append(r)
-    for (dataset, _), items in blocks.items():
-        items = sorted(items, key=lambda r: (r["kind"] != "jpeg", r["kind"] != "regression", r["method"], r["setting"]))
-        first = items[0]
-        with_fid = any(math.isfinite(r.get("fid", float("nan"))) for r in items)
-        crop = f", central {first['crop']}² crops" if first.get("crop") else ""
-        out.append(f"### {dataset}, {first['protocol_label']} ({first['images']} images{crop}, "
-                   f"{first['convention']} metric convention)\n")
-        out.append("| Method | Sampler | NFE | SSIM ↑ | PSNR ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ |"
-                   + (" FID ↓ | KID ×100 ↓ |" if with_fid else "") + " s/img |")
-        out.append("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if with_fid else "") + "---:|")
-        for r in items:
-            nfe = "" if r["kind"] == "jpeg" else _fmt(r["nfe"], ".0f")
-            secs = "" if r["kind"] == "jpeg" else _fmt(r["seconds"], ".3g")
-            fid = f" {_fmt(r['fid'], '.2f')} | {_fmt(100 * r['kid'], '.2f')} |" if with_fid else ""
-            out.append(f"| {r['method']} | {r['sampler'] or '—'} | {nfe} | {_fmt(r['ssim'], '.3f')} | "
-                       f"{_fmt(r['psnr'], '.2f')} | {_fmt(r['psnrb'], '.2f')} | {_fmt(100 * r['lpips'], '.1f')} | "
-                       f"{_fmt(1e4 * r['bef'], '.1f')} |{fid} {secs} |")
-        out.append("")
-    return "\n".join(out)
-
-
-_CSV_COLUMNS = ("dataset", "protocol", "crop", "method", "kind", "setting", "sampler", "num_samples", "images",
-                "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "fid", "kid", "convention")
-_IMAGE_COLUMNS = ("dataset", "protocol", "crop", "method", "kind", "setting", "image", "height", "width",
-                  "nfe", "seconds", "ssim", "psnr", "psnrb", "lpips", "bef", "convention")
-
-
-def write_tables(rows: Sequence[dict], per_image: Sequence[dict], out: str) -> None:
-    """results.md / results.csv / results.json and per_image.csv in `out` (raw metric values in
-    the CSV and JSON files: LPIPS not x 100, BEF on the [0, 1] scale, not x 10^4). Each file is
-    written atomically: a killed run leaves the previous tables, never half a file."""
-    from .images import atomic_write
-
-    with atomic_write(os.path.join(out, "results.md"), text=True) as f:
-        f.write(markdown_table(rows))
-    for name, data, cols in (("results.csv", rows, _CSV_COLUMNS), ("per_image.csv", per_image, _IMAGE_COLUMNS)):
-        with atomic_write(os.path.join(out, name), text=True, newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(data)
-    with atomic_write(os.path.join(out, "results.json"), text=True) as f:
-        json.dump({"rows": list(rows)}, f, indent=1)
 
 
 # --------------------------------------------------------------------------------------------

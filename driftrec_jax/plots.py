@@ -14,11 +14,12 @@ module needs it, and only when a plot is drawn.
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Sequence
 
 import numpy as np
+
+from .eval_metrics import METRICS
 
 __all__ = ["example_path", "perception_distortion", "nfe_curves", "crop_columns", "example_crops", "make_all"]
 
@@ -52,6 +53,14 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+# The two axes of the curves: perception (LPIPS) and distortion (PSNR), scaled and titled as in the tables.
+_CURVES = ("lpips", "psnr")
+
+
+def _value(r: dict, name: str) -> float:
+    return METRICS[name].display(r[name])
 
 
 # Rows of sampled restorations (DriftRec samplers and DDRM-JPEG): the ones drawn as curves.
@@ -92,14 +101,14 @@ def _reference_lines(axes, items: Sequence[dict]) -> None:
     for r in items:
         if r["kind"] in ("jpeg", "regression"):
             style = dict(color="0.6" if r["kind"] == "jpeg" else "0.1", ls="--" if r["kind"] == "jpeg" else ":", lw=1)
-            axes[0].axhline(100 * r["lpips"], **style, label=r["method"])
-            axes[1].axhline(r["psnr"], **style, label=r["method"])
+            for ax, name in zip(axes, _CURVES):
+                ax.axhline(_value(r, name), **style, label=r["method"])
 
 
 def _finish(plt, fig, axes, ticks, xlabel: str, log_base: int, title: str, path: str) -> None:
     """Log-scaled x axis with a labelled tick at each value run, axis labels (LPIPS left, PSNR
     right), legend, title; saved to PATH and closed."""
-    for ax, name in zip(axes, ("LPIPS ×100 (lower is better)", "PSNR dB (higher is better)")):
+    for ax, name in zip(axes, (METRICS[n].axis_label for n in _CURVES)):
         ax.set_xscale("log", base=log_base)
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_formatter(_null_formatter())
@@ -131,8 +140,8 @@ def perception_distortion(rows: Sequence[dict], out_dir: str) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
         for (method, setting), pts in curves.items():
             k = [r["num_samples"] for r in pts]
-            axes[0].plot(k, [100 * r["lpips"] for r in pts], "o-", label=f"{method} {setting}")
-            axes[1].plot(k, [r["psnr"] for r in pts], "o-", label=f"{method} {setting}")
+            for ax, name in zip(axes, _CURVES):
+                ax.plot(k, [_value(r, name) for r in pts], "o-", label=f"{method} {setting}")
         _reference_lines(axes, items)
         ks = sorted({r["num_samples"] for pts in curves.values() for r in pts})
         path = os.path.join(out_dir, f"perception_distortion_{_slug(dataset)}_{protocol}.png")
@@ -159,10 +168,10 @@ def nfe_curves(rows: Sequence[dict], out_dir: str) -> list[str]:
         for (method, sampler), pts in sorted(lines.items()):
             pts = sorted(pts, key=lambda r: r["nfe"])
             label = f"{method} {sampler if sampler != 'heun' else 'Heun'}"
-            axes[0].plot([r["nfe"] for r in pts], [100 * r["lpips"] for r in pts], "o-", label=label)
-            axes[1].plot([r["nfe"] for r in pts], [r["psnr"] for r in pts], "o-", label=label)
+            for ax, name in zip(axes, _CURVES):
+                ax.plot([r["nfe"] for r in pts], [_value(r, name) for r in pts], "o-", label=label)
             for r in pts:
-                axes[0].annotate(_family(r["setting"])[1], (r["nfe"], 100 * r["lpips"]), fontsize=6,
+                axes[0].annotate(_family(r["setting"])[1], (r["nfe"], _value(r, _CURVES[0])), fontsize=6,
                                  textcoords="offset points", xytext=(3, 3))
         _reference_lines(axes, items)
         nfes = sorted({round(r["nfe"]) for pts in lines.values() for r in pts})

@@ -10,6 +10,14 @@ set and quality (results.md).
 
 import argparse
 import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout
+    sys.path.insert(0, ROOT)
+
+from driftrec_jax.eval_metrics import image_metrics, ordered  # noqa: E402
 
 ORDER = ("jpeg", "regression", "ddrm", "em", "ode", "other")
 
@@ -38,15 +46,16 @@ def table(rows: list[dict]) -> str:
     def key(r):
         return sets.index(r["dataset"]), protocols.index(r["protocol"]), ORDER.index(label(r)[0])
 
-    out = ["| set | QF | method | NFE | PSNR ↑ | SSIM ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ | s/img |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    metrics = ordered(image_metrics(), first=("psnr",))  # the registry's columns, PSNR first
+    out = ["| set | QF | method | NFE | " + " | ".join(m.header for m in metrics) + " | s/img |",
+           "|---|---|---|---:|" + "---:|" * len(metrics) + "---:|"]
     for r in sorted(rows, key=key):
         jpeg = r["kind"] == "jpeg"
         nfe = "" if jpeg else f"{r['nfe']:.0f}"
         secs = "" if jpeg else f"{r['seconds']:.1f}"
         qf = r["protocol_label"].replace("QF ", "")
-        out.append(f"| {r['dataset']} | {qf} | {label(r)[1]} | {nfe} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                   f"{r['psnrb']:.2f} | {100 * r['lpips']:.1f} | {1e4 * r['bef']:.1f} | {secs} |")
+        values = [format(m.display(r.get(m.name, float("nan"))), m.fmt) for m in metrics]
+        out.append(f"| {r['dataset']} | {qf} | {label(r)[1]} | {nfe} | " + " | ".join(values) + f" | {secs} |")
     return "\n".join(out)
 
 

@@ -28,8 +28,14 @@ import os
 import re
 import sys
 
-METRICS = (("psnr", "PSNR", 1.0, True), ("ssim", "SSIM", 1.0, True), ("psnrb", "PSNR-B", 1.0, True),
-           ("lpips", "LPIPS×100", 100.0, False), ("bef", "BEF×10⁴", 1e4, False))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout
+    sys.path.insert(0, ROOT)
+
+from driftrec_jax.eval_metrics import image_metrics, ordered  # noqa: E402
+
+# The per-image metrics of evaluate's registry, PSNR first; ΔPSNR and ΔLPIPS are this study's.
+METRICS = ordered(image_metrics(), first=("psnr",))
 
 
 def read_rows(out: str, cache: bool = False) -> list[dict]:
@@ -48,8 +54,8 @@ def read_rows(out: str, cache: bool = False) -> list[dict]:
                 except json.JSONDecodeError:  # a line cut short by a killed run
                     pass
     for r in rows:
-        for k, *_ in METRICS:
-            r[k] = float(r[k])
+        for m in METRICS:
+            r[m.name] = float(r[m.name]) if r.get(m.name) not in (None, "") else math.nan
         r["nfe"] = float(r["nfe"]) if r.get("nfe") not in (None, "") else math.nan
         r["seconds"] = float(r["seconds"]) if r.get("seconds") not in (None, "") else math.nan
         r["setting"] = r.get("setting") or ("JPEG" if r.get("kind") == "jpeg" else r.get("method", ""))
@@ -104,13 +110,13 @@ def overall_table(order: list[str], data: dict, reference: str) -> list[str]:
     out = [f"{len(ids)} images (set × quality × image). Δ: mean ± standard deviation over images of the "
            f"per-image difference; 'better' counts the images where the setting beats the reference "
            f"({reference}) or the JPEG.", "",
-           "| setting | NFE | PSNR | SSIM | PSNR-B | LPIPS×100 | BEF×10⁴ | ΔPSNR vs ref | better | ΔLPIPS×100 vs ref | "
-           "better | ΔPSNR vs JPEG | better | ΔLPIPS×100 vs JPEG | better | s/img |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| setting | NFE | " + " | ".join(m.compact for m in METRICS) + " | ΔPSNR vs ref | better | "
+           "ΔLPIPS×100 vs ref | better | ΔPSNR vs JPEG | better | ΔLPIPS×100 vs JPEG | better | s/img |",
+           "|---|---:|" + "---:|" * len(METRICS) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ref, jpeg = data[reference], data["JPEG"]
     for s in order:
         d = data[s]
-        means = [_mean([d[i][k] * scale for i in ids]) for k, _, scale, _ in METRICS]
+        means = [format(_mean([m.display(d[i][m.name]) for i in ids]), m.fmt) for m in METRICS]
         cells = []
         for base in (ref, jpeg):
             if s in ("JPEG",) or d is base:
@@ -122,8 +128,7 @@ def overall_table(order: list[str], data: dict, reference: str) -> list[str]:
                       f"{_mean(dl):+.2f} ± {_std(dl):.2f}", f"{sum(x < 0 for x in dl)}/{len(ids)}"]
         nfe = _nfe(d)
         sec = _mean([d[i]["seconds"] for i in ids])
-        out.append(f"| {s} | {_fmt(nfe, '.0f')} | {means[0]:.2f} | {means[1]:.3f} | {means[2]:.2f} | {means[3]:.1f} | "
-                   f"{means[4]:.1f} | " + " | ".join(cells) + f" | {_fmt(sec)} |")
+        out.append(f"| {s} | {_fmt(nfe, '.0f')} | " + " | ".join(means) + " | " + " | ".join(cells) + f" | {_fmt(sec)} |")
     return out
 
 

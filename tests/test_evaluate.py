@@ -461,3 +461,80 @@ def test_out_folder_not_made_by_evaluate_is_not_overwritten(setup, tmp_path, cap
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert cli.main(argv[:6] + [str(a_file)] + argv[7:]) == 2 and a_file.read_text() == "x"
+
+
+# Made-up table rows: a colour block with FID on two rows and LPIPS missing on one, a gray block
+# of crops without FID.
+_NAN = float("nan")
+_BASE = dict(dataset="set5", protocol="q10", protocol_label="QF 10", convention="driftrec", crop=0, images=2)
+_ROWS = [
+    dict(_BASE, method="JPEG", kind="jpeg", setting="", sampler="", num_samples=0, nfe=0.0, seconds=0.0,
+         ssim=0.71234, psnr=27.1251, psnrb=25.004, lpips=0.31234, bef=0.0012345, fid=41.234, kid=0.012345),
+    dict(_BASE, method="Reg", kind="regression", setting="", sampler="", num_samples=1, nfe=1.0, seconds=0.01234,
+         ssim=0.8, psnr=29.5, psnrb=29.25, lpips=_NAN, bef=0.00005, fid=_NAN, kid=_NAN),
+    dict(_BASE, method="Ours", kind="driftrec", setting="em:100", sampler="EM 100", num_samples=1, nfe=100.0,
+         seconds=12.345, ssim=0.79, psnr=28.75, psnrb=28.5, lpips=0.0999, bef=0.0003, fid=20.0, kid=0.005),
+    dict(_BASE, dataset="gray", crop=32, convention="fbcnn", method="JPEG", kind="jpeg", setting="", sampler="",
+         num_samples=0, nfe=0.0, seconds=0.0, ssim=0.5, psnr=20.0, psnrb=19.5, lpips=0.5, bef=0.01, fid=_NAN, kid=_NAN),
+]
+
+
+def test_tables_keep_their_layout(tmp_path):
+    """The tables built from the metric registry are, character for character, those written
+    before it existed (README and docs tables regenerate the same)."""
+    assert E.markdown_table(_ROWS) == (
+        "### set5, QF 10 (2 images, driftrec metric convention)\n\n"
+        "| Method | Sampler | NFE | SSIM ↑ | PSNR ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ | FID ↓ | KID ×100 ↓ | s/img |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| JPEG | — |  | 0.712 | 27.13 | 25.00 | 31.2 | 12.3 | 41.23 | 1.23 |  |\n"
+        "| Reg | — | 1 | 0.800 | 29.50 | 29.25 | — | 0.5 | — | — | 0.0123 |\n"
+        "| Ours | EM 100 | 100 | 0.790 | 28.75 | 28.50 | 10.0 | 3.0 | 20.00 | 0.50 | 12.3 |\n\n"
+        "### gray, QF 10 (2 images, central 32² crops, fbcnn metric convention)\n\n"
+        "| Method | Sampler | NFE | SSIM ↑ | PSNR ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ | s/img |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| JPEG | — |  | 0.500 | 20.00 | 19.50 | 50.0 | 100.0 |  |\n")
+    E.write_tables(_ROWS, [dict(_ROWS[0], image="a.png", height=4, width=5)], str(tmp_path))
+    assert (tmp_path / "results.csv").read_text().splitlines()[0] == (
+        "dataset,protocol,crop,method,kind,setting,sampler,num_samples,images,nfe,seconds,ssim,psnr,psnrb,lpips,bef,"
+        "fid,kid,convention")
+    assert (tmp_path / "per_image.csv").read_text() == (
+        "dataset,protocol,crop,method,kind,setting,image,height,width,nfe,seconds,ssim,psnr,psnrb,lpips,bef,convention\n"
+        "set5,q10,0,JPEG,jpeg,,a.png,4,5,0.0,0.0,0.71234,27.1251,25.004,0.31234,0.0012345,driftrec\n")
+    assert _script("readme_eval_table").table(_ROWS) == (
+        "| set | QF | method | NFE | PSNR ↑ | SSIM ↑ | PSNR-B ↑ | LPIPS ×100 ↓ | BEF ×10⁴ ↓ | s/img |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| set5 | 10 | JPEG |  | 27.13 | 0.712 | 25.00 | 31.2 | 12.3 |  |\n"
+        "| set5 | 10 | Reg | 1 | 29.50 | 0.800 | 29.25 | nan | 0.5 | 0.0 |\n"
+        "| set5 | 10 | Ours EM 100 | 100 | 28.75 | 0.790 | 28.50 | 10.0 | 3.0 | 12.3 |\n"
+        "| gray | 10 | JPEG |  | 20.00 | 0.500 | 19.50 | 50.0 | 100.0 |  |")
+
+
+def test_a_metric_is_one_registry_entry(setup, tmp_path, monkeypatch):
+    """A metric registered in eval_metrics.METRICS is measured, averaged and written to every
+    table (and the README table script); a cached result without it is measured again."""
+    from driftrec_jax import eval_metrics
+
+    out = str(tmp_path / "o")
+    common = dict(progress=False, lpips=False, max_images=1)
+    assert E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, **common)["computed"] == 1
+    mad = eval_metrics.Metric("mad", "MAD", False, ".2f", 100.0, "×100",
+                              image=lambda x, y, convention: float(np.abs(x - y).mean()))
+    pair = next(data.eval_pairs(setup["rgb"], qualities=(10,)))
+    want = float(np.abs(pair["jpeg"] - pair["clean"]).mean())
+    with monkeypatch.context() as mp:
+        mp.setitem(eval_metrics.METRICS, "mad", mad)
+        assert E.measure(pair["jpeg"], pair["clean"], lpips=False)["mad"] == pytest.approx(want, abs=1e-6)
+        res = E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, **common)
+        assert res["computed"] == 1 and res["cached"] == 0  # the cached result lacked the metric
+        (row,) = res["rows"]
+        assert row["mad"] == pytest.approx(want, abs=1e-6)
+        md = open(os.path.join(out, "results.md")).read()
+        assert "| BEF ×10⁴ ↓ | MAD ×100 ↓ | s/img |" in md and f"| {100 * want:.2f} |" in md
+        with open(os.path.join(out, "results.csv")) as f:
+            header = next(csv.reader(f))
+        assert header[header.index("bef") + 1] == "mad"
+        with open(os.path.join(out, "per_image.csv")) as f:
+            assert float(next(csv.DictReader(f))["mad"]) == pytest.approx(want, abs=1e-6)
+        assert "MAD ×100 ↓" in _script("readme_eval_table").table(res["rows"])
+        assert E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, **common)["cached"] == 1
+    assert "mad" not in eval_metrics.METRICS and "MAD" not in E.markdown_table(res["rows"])
