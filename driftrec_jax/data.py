@@ -38,74 +38,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from .images import IMAGE_EXTENSIONS, list_image_folder, load_rgb8, open_rgb8, to_rgb8  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TFDS_PREFIX = "tfds:"
 
-# Modes whose samples are 16-bit (or wider) integers: scaled to 8 bits by round(v / 257).
-_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-# Modes that carry transparency: composited on white.
-_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-
-
-# ----------------------------------------------------------------------------------------------
-# Decoding any image to 8-bit RGB
-# ----------------------------------------------------------------------------------------------
-
-
-def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """Alpha-composites an (H, W, 4) uint8 RGBA array over white: round(c·a/255 + 255·(1 − a/255))."""
-    rgb = rgba[..., :3].astype(np.uint32)
-    alpha = rgba[..., 3:4].astype(np.uint32)
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-
-
-def _to_rgb_image(im: Image.Image) -> Image.Image:
-    """Converts a loaded Pillow image of any mode to an 8-bit RGB Pillow image (rules: `to_rgb8`)."""
-    im = ImageOps.exif_transpose(im)
-    mode = im.mode
-    if mode == "RGB" and "transparency" not in im.info:
-        return im
-    if mode in _WIDE_GRAY_MODES:
-        v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
-        gray = ((v + 128) // 257).astype(np.uint8)  # round(v / 257); no ties for integer v
-        return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), "RGB")
-    if mode == "F":
-        raise ValueError("floating-point images (mode F) are not supported: their value range is unknown")
-    if mode in _ALPHA_MODES or "transparency" in im.info:
-        return Image.fromarray(_composite_on_white(np.asarray(im.convert("RGBA"))), "RGB")
-    return im.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV, RGB
-
-
-def to_rgb8(im: Image.Image) -> np.ndarray:
-    """Converts a Pillow image to an (H, W, 3) uint8 RGB array (the training and evaluation input).
-
-    Rules (docs/DATA.md): EXIF orientation applied; grayscale/1-bit/palette/CMYK/YCbCr via Pillow's
-    own conversion to RGB; 16-bit grayscale (modes I;16*, I) scaled by round(v/257) after clipping to
-    0..65535; transparency (RGBA, LA, PA, palette or colour-key transparency) composited on white;
-    16-bit RGB(A) files are already reduced by Pillow on opening to their high byte (floor(v/256),
-    at most one level from round(v/257)); float images (mode F) are rejected.
-    """
-    return np.asarray(_to_rgb_image(im))
-
-
-def _open_rgb(src: str | os.PathLike | bytes) -> Image.Image:
-    """Opens a file path or encoded bytes and returns the fully decoded 8-bit RGB Pillow image."""
-    fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
-    with Image.open(fp) as im:
-        im.load()
-        out = _to_rgb_image(im)
-        if out is im:
-            out = im.copy()
-    return out
-
-
-def load_rgb(src: str | os.PathLike | bytes) -> np.ndarray:
-    """Reads an image file (or encoded bytes) as an (H, W, 3) uint8 RGB array, converted by `to_rgb8`."""
-    return np.asarray(_open_rgb(src))
+# Decoding any image to 8-bit RGB: driftrec_jax.images, the package's one decoder (also the one
+# folder lister, `images.list_image_folder`).
+load_rgb = load_rgb8
+_open_rgb = open_rgb8
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,15 +57,12 @@ def load_rgb(src: str | os.PathLike | bytes) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
-
-
 def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """Lists the image files of a source, in a deterministic order.
 
-    `source` is a folder (searched recursively for .png/.jpg/.jpeg/.bmp/.tif/.tiff, any letter
-    case, hidden files skipped; sorted by relative path), a text file with one path per line (blank
+    `source` is a folder (`images.list_image_folder`: searched recursively for the extensions of
+    `images.IMAGE_EXTENSIONS`, any letter case, hidden files and folders skipped; sorted by relative
+    path), a text file with one path per line (blank
     lines and lines starting with '#' ignored; relative paths are relative to the list file's folder;
     order kept) or a Python sequence of paths (order kept). Raises FileNotFoundError for a missing
     path and ValueError for a source with no images.
@@ -131,11 +72,7 @@ def list_images(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list
         if path.startswith(TFDS_PREFIX):
             raise ValueError(f"{path!r} is a tensorflow-datasets source; list_images takes folders and file lists")
         if os.path.isdir(path):
-            files = []
-            for root, dirs, names in os.walk(path, followlinks=True):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                files += [os.path.join(root, n) for n in names if _is_image_name(n)]
-            files.sort(key=lambda f: os.path.relpath(f, path).replace(os.sep, "/"))
+            files = list_image_folder(path)
         elif os.path.isfile(path):
             base = os.path.dirname(os.path.abspath(path))
             with open(path, encoding="utf-8") as fh:

@@ -13,7 +13,10 @@ Only numpy and Pillow are imported here, so that `driftrec restore` starts fast.
 
 Reading (`load_image`): grayscale stays grayscale (restored as gray replicated to three channels,
 written back as one channel), alpha is carried through, palette / CMYK / YCbCr / LAB / HSV become
-RGB, 16-bit PNG and TIFF keep their 16 bits, the EXIF orientation is applied. Writing
+RGB, 16-bit PNG and TIFF keep their 16 bits, the EXIF orientation is applied. Training and
+evaluation read the same files as 8-bit RGB (`open_rgb8`, `load_rgb8`; rules in docs/DATA.md);
+both readings start from one decoder (`_open_decoded`). Folders are listed by `list_image_folder`
+(`IMAGE_EXTENSIONS`) for training, evaluation and restoration alike. Writing
 (`save_image`) is always PNG, 8 or 16 bits like the source. `output_paths` names outputs so that no
 input is ever overwritten. `restore_image` / `restore_images` tile an image on a grid whose origins
 are multiples of 16 pixels (JPEG's 8×8 blocks and 16×16 4:2:0 macroblocks keep their place inside
@@ -26,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import io
 import os
 import struct
 import sys
@@ -37,6 +41,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from .image_files import IMAGE_EXTENSIONS, is_image_name, list_image_folder  # noqa: F401 (the one lister)
+
 __all__ = [
     "ALIGN",
     "ImageReadError",
@@ -45,6 +51,12 @@ __all__ = [
     "load_image",
     "probe_image",
     "ImageHeader",
+    "to_rgb8",
+    "open_rgb8",
+    "load_rgb8",
+    "IMAGE_EXTENSIONS",
+    "is_image_name",
+    "list_image_folder",
     "save_image",
     "save_png",
     "write_png",
@@ -142,14 +154,17 @@ def _swap_16bit(rawmode: str) -> str:
     return head + ("L" if order == "B" else "B")
 
 
-def _open_decoded(path: str, rawmode_of: Callable[[str], str] | None = None) -> Image.Image:
-    """Open and decode the first frame, optionally with every tile's raw mode rewritten.
+def _open_decoded(src, rawmode_of: Callable[[str], str] | None = None) -> Image.Image:
+    """Open and decode the first frame of a file (path) or of encoded bytes, EXIF orientation
+    applied, optionally with every tile's raw mode rewritten: the package's one image decoder
+    (`load_image` and `open_rgb8` start here).
 
-    The file is opened through a file object rather than by name: Pillow 13 memory-maps
+    A file is opened through a file object rather than by name: Pillow 13 memory-maps
     uncompressed single-strip TIFFs opened by name and then mis-reads those whose EXIF
     orientation is 5–8 (it maps them with the rotated size).
     """
-    with open(path, "rb") as fp:
+    path = "<bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else os.fspath(src)
+    with (io.BytesIO(src) if path == "<bytes>" else open(path, "rb")) as fp:
         im = Image.open(fp)
         if rawmode_of is not None:
             im.tile = [_with_rawmode(t, rawmode_of(_rawmode_of(t))) for t in im.tile]
@@ -369,6 +384,68 @@ def load_image(path) -> LoadedImage:
             alpha = _to_unit(a[..., 3], 8)
     return LoadedImage(rgb, alpha, gray, bits, name, path, mode, icc)
 
+
+# --------------------------------------------------------------------------------------------
+# Reading as 8-bit RGB (training and evaluation pairs; docs/DATA.md)
+
+# Modes whose samples are 16-bit (or wider) integers: scaled to 8 bits by round(v / 257).
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Modes that carry transparency: composited on white.
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """Alpha-composites an (H, W, 4) uint8 RGBA array over white: round(c·a/255 + 255·(1 − a/255))."""
+    rgb = rgba[..., :3].astype(np.uint32)
+    alpha = rgba[..., 3:4].astype(np.uint32)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _rgb8_image(im: Image.Image) -> Image.Image:
+    """A decoded, upright Pillow image of any mode as an 8-bit RGB Pillow image (rules: `to_rgb8`)."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode in _WIDE_GRAY_MODES:
+        v = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        gray = ((v + 128) // 257).astype(np.uint8)  # round(v / 257); no ties for integer v
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), "RGB")
+    if mode == "F":
+        raise ValueError("floating-point images (mode F) are not supported: their value range is unknown")
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        return Image.fromarray(_composite_on_white(np.asarray(im.convert("RGBA"))), "RGB")
+    return im.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV, RGB
+
+
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """Converts a Pillow image to an (H, W, 3) uint8 RGB array (the training and evaluation input).
+
+    Rules (docs/DATA.md): EXIF orientation applied; grayscale/1-bit/palette/CMYK/YCbCr via Pillow's
+    own conversion to RGB; 16-bit grayscale (modes I;16*, I) scaled by round(v/257) after clipping to
+    0..65535; transparency (RGBA, LA, PA, palette or colour-key transparency) composited on white;
+    16-bit RGB(A) files are already reduced by Pillow on opening to their high byte (floor(v/256),
+    at most one level from round(v/257)); float images (mode F) are rejected (ValueError).
+    """
+    return np.asarray(_rgb8_image(ImageOps.exif_transpose(im)))
+
+
+def open_rgb8(src) -> Image.Image:
+    """Decodes a file (path) or encoded bytes with `_open_decoded` (first frame, EXIF orientation)
+    and returns it as an 8-bit RGB Pillow image by the rules of `to_rgb8`. Raises ImageReadError
+    (one line naming the file) for a file that cannot be opened or decoded, ValueError for mode F."""
+    name = "<bytes>" if isinstance(src, (bytes, bytearray, memoryview)) else os.fspath(src)
+    try:
+        im = _open_decoded(src)
+    except (MemoryError, ImageReadError):
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure is this file's one line
+        raise _read_error(name, err) from None
+    return _rgb8_image(im)
+
+
+def load_rgb8(src) -> np.ndarray:
+    """Reads an image file (or encoded bytes) as an (H, W, 3) uint8 RGB array (`open_rgb8`)."""
+    return np.asarray(open_rgb8(src))
 
 # --------------------------------------------------------------------------------------------
 # Writing

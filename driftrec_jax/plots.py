@@ -183,11 +183,9 @@ def nfe_curves(rows: Sequence[dict], out_dir: str) -> list[str]:
 
 
 def _load(path: str) -> np.ndarray:
-    from PIL import Image
+    from .images import load_rgb8
 
-    with Image.open(path) as im:
-        a = np.asarray(im.convert("RGB"), np.float32) / 255.0
-    return a
+    return load_rgb8(path).astype(np.float32) / 255.0
 
 
 def _crop_box(jpeg: np.ndarray, clean: np.ndarray, size: int) -> tuple[int, int, int]:

@@ -52,6 +52,7 @@ import zlib
 from pathlib import Path
 
 from . import sampler_settings
+from .image_files import IMAGE_EXTENSIONS, list_image_folder
 
 PROG = "driftrec restore"
 
@@ -67,12 +68,9 @@ DEFAULT_BATCH_ACCELERATOR = 8
 DEFAULT_BATCH_CPU = 1
 DDRM_DEFAULT_STEPS = sampler_settings.DEFAULT_STEPS["ddrm"]  # = ddrm.NUM_STEPS (DDRM-JPEG paper Sec. 4)
 
-# File extensions picked up when an input is a folder (case-insensitive). Files named explicitly
-# are always tried, whatever their extension.
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k",
-})
+# File extensions picked up when an input is a folder (case-insensitive): IMAGE_EXTENSIONS of
+# driftrec_jax.image_files, the same for training and evaluation. Files named explicitly are
+# always tried, whatever their extension.
 
 # Compiled samplers of this process, keyed by (task, settings, batch shape): a second `run` in
 # the same process (tests, notebooks) reuses them.
@@ -228,11 +226,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def find_images(inputs, exclude=None) -> tuple[list[str], list[tuple[str, str]]]:
     """Expand command-line inputs into image files: (files, [(input, reason), ...] not usable).
 
-    A file is taken as given (whatever its extension; reading it decides). A folder is searched
-    recursively for files with an IMAGE_EXTENSIONS suffix, skipping hidden files and folders and
-    everything under `exclude` (the output folder, so a re-run does not restore its own outputs;
-    not applied when `exclude` is the input folder itself);
-    each folder's files are sorted by path. A path that does not exist is reported, not raised.
+    A file is taken as given (whatever its extension; reading it decides). A folder is listed by
+    `image_files.list_image_folder` (as training and evaluation list folders): searched recursively for
+    files with an IMAGE_EXTENSIONS suffix, skipping hidden files and folders and everything under
+    `exclude` (the output folder, so a re-run does not restore its own outputs; not applied when
+    `exclude` is the input folder itself); each folder's files are sorted by relative path. A path that does not exist is reported, not raised.
     Files named twice are kept once.
     """
     excl = os.path.realpath(exclude) if exclude is not None else None
@@ -249,16 +247,8 @@ def find_images(inputs, exclude=None) -> tuple[list[str], list[tuple[str, str]]]
     for item in inputs:
         item = os.fspath(item)
         if os.path.isdir(item):
-            found = []
             # The output folder is skipped when it lies inside the input folder, not when it is it.
-            skip = None if excl == os.path.realpath(item) else excl
-            for root, dirs, names in os.walk(item, followlinks=True):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                                 and (skip is None or os.path.realpath(os.path.join(root, d)) != skip))
-                for name in names:
-                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                        found.append(os.path.join(root, name))
-            for path in sorted(found):
+            for path in list_image_folder(item, exclude=excl):
                 add(path)
         elif os.path.exists(item):
             add(item)
