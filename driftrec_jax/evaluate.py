@@ -52,6 +52,7 @@ import numpy as np
 from .eval_cache import Cache as _Cache, Features as _Features
 from .eval_metrics import CONVENTIONS, METRICS, as_measured, image_metrics, measure
 from .eval_tables import aggregate, markdown_table, write_tables
+from .images import save_png
 from .sampler_settings import (DEFAULT_SETTING, DEFAULT_STEPS, DEFAULT_TOL, GRIDS, SAMPLERS, SamplerSetting,
                                default_setting, from_config, parse_setting)
 
@@ -299,12 +300,6 @@ def _pairs(folder: str, protocol: Protocol, mode: str, seed: int, max_images: in
         yield pair
 
 
-def _save_png(path: str, img: np.ndarray) -> None:
-    from .images import save_png
-
-    save_png(path, img)
-
-
 def _methods(checkpoints: Sequence[Checkpoint], settings: Sequence[SamplerSetting]):
     """(checkpoint, task, params, setting or None) for every table row but JPEG's.
 
@@ -437,8 +432,8 @@ def evaluate(
                                    **measure(pair["jpeg"], pair["clean"], conv, lpips))
                         cache.put(row)
                         if save_images and _index(pair) < save_images:
-                            _save_png(example_path(out, folder_key, protocol.key, "JPEG", pair["name"]), pair["jpeg"])
-                            _save_png(example_path(out, folder_key, protocol.key, "original", pair["name"]), pair["clean"])
+                            save_png(example_path(out, folder_key, protocol.key, "JPEG", pair["name"]), pair["jpeg"])
+                            save_png(example_path(out, folder_key, protocol.key, "original", pair["name"]), pair["clean"])
                         record(row, False)
                     else:
                         record(row, True)
@@ -491,7 +486,7 @@ def evaluate(
                         if save_images and _index(item) < save_images:
                             name = method_label + (f" {setting.key}" if setting else "")
                             x = as_measured(restored, item["clean"].shape[-1])
-                            _save_png(example_path(out, folder_key, protocol.key, name, item["name"]), x)
+                            save_png(example_path(out, folder_key, protocol.key, name, item["name"]), x)
                         record(row, False)
     finally:
         cache.close()

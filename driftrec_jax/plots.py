@@ -21,7 +21,7 @@ import numpy as np
 
 from .eval_metrics import METRICS
 
-__all__ = ["example_path", "perception_distortion", "nfe_curves", "crop_columns", "example_crops", "make_all"]
+__all__ = ["example_path", "save_figure", "perception_distortion", "nfe_curves", "crop_columns", "example_crops", "make_all"]
 
 
 def _slug(text: str) -> str:
@@ -35,13 +35,16 @@ def example_path(out: str, dataset: str, protocol: str, method: str, name: str) 
                         os.path.splitext(name.replace("/", "_"))[0] + ".png")
 
 
-def _savefig(fig, path: str) -> None:
-    """Save a figure as PNG through the package's atomic writer (`images.atomic_write`): a
-    crash mid-write never leaves a truncated plot."""
-    from .images import atomic_write
+def save_figure(fig, path: str, dpi: int = 120) -> str:
+    """Save a matplotlib figure (Agg canvas) as an RGBA PNG of `dpi` dots per inch through the
+    package's one PNG writer, `images.write_png` (atomic: a crash mid-write never leaves a
+    truncated plot). Returns the path."""
+    from .images import write_png
 
-    with atomic_write(path) as fp:
-        fig.savefig(fp, format="png", dpi=120)
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    write_png(path, np.asarray(fig.canvas.buffer_rgba()))
+    return path
 
 
 def _pyplot():
@@ -118,7 +121,7 @@ def _finish(plt, fig, axes, ticks, xlabel: str, log_base: int, title: str, path:
     axes[1].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    _savefig(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -247,7 +250,7 @@ def example_crops(out: str, rows: Sequence[dict], out_dir: str, crop: int = 96) 
         fig.suptitle(f"{dataset}, {items[0]['protocol_label']}: {name} [{t}:{t + s}, {l}:{l + s}]", fontsize=9)
         fig.tight_layout()
         path = os.path.join(out_dir, f"crops_{_slug(dataset)}_{protocol}.png")
-        _savefig(fig, path)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     return written

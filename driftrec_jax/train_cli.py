@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checkpoint, config_lib, models, parallel, train_lib
+from .images import save_png
 
 
 # `driftrec train` passes --config.FIELD=VALUE arguments through as overrides.
@@ -202,12 +203,6 @@ def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
     return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
 
 
-def _save_png(path: str, img: np.ndarray) -> None:
-    from .images import save_png
-
-    save_png(path, img)
-
-
 def train(config, workdir: str, progress: bool | str = True, overwrite: bool = False) -> train_lib.TrainState:
     """Train (or resume) ``config`` in ``workdir``; returns the final state. A workdir that is
     not training's own is refused first (`check_workdir`).
@@ -331,7 +326,7 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
         if config.train.sample_every and main and step % config.train.sample_every < k:
             grid = _sample_grid(task, parallel.local_copy(state.ema_params), sample_batch, config.sample,
                                 jax.random.PRNGKey(step), config.train.num_sample_images)
-            _save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+            save_png(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
             logger.image(step, "samples/jpeg_restored_clean", grid)
         if config.train.eval_every and step % config.train.eval_every < k:
             _validate(task, parallel.local_copy(state.ema_params), config, step, logger)

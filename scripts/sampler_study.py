@@ -156,6 +156,8 @@ def plots(order: list[str], data: dict, reference: str, out_dir: str, prefix: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from driftrec_jax.plots import save_figure
+
     ids = sorted(next(iter(data.values())))
     fams: dict[str, list] = collections.defaultdict(list)
     for s in order:
@@ -182,7 +184,7 @@ def plots(order: list[str], data: dict, reference: str, out_dir: str, prefix: st
     fig.suptitle(f"Quality against network calls ({len(ids)} images)", fontsize=10)
     fig.tight_layout()
     paths.append(os.path.join(out_dir, f"{prefix}_nfe.png"))
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1])
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
@@ -199,7 +201,7 @@ def plots(order: list[str], data: dict, reference: str, out_dir: str, prefix: st
     ax.set_title("Perception–distortion (labels: NFE)", fontsize=10)
     fig.tight_layout()
     paths.append(os.path.join(out_dir, f"{prefix}_pd.png"))
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1])
     plt.close(fig)
     return paths
 

@@ -1,7 +1,8 @@
-"""One extension set, one folder lister and one decoder for training, evaluation and restoration
-(driftrec_jax/image_files.py, driftrec_jax/images.py)."""
+"""One extension set, one folder lister, one decoder and one PNG writer for training, evaluation
+and restoration (driftrec_jax/image_files.py, driftrec_jax/images.py)."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -72,3 +73,38 @@ def test_the_8bit_reading_starts_from_the_one_decoder(folder, tmp_path):
         images.load_rgb8(folder / "notes.txt")
     with pytest.raises(images.ImageReadError, match="no such file"):
         images.load_rgb8(tmp_path / "missing.png")
+
+
+def test_every_png_goes_through_the_one_writer():
+    """No module of the package or script writes an image file but through images.write_png:
+    the only Pillow .save, matplotlib savefig or imsave call is write_png's own (JPEG round trips
+    in memory aside)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = []
+    for folder in ("driftrec_jax", "scripts"):
+        for dirpath, _, names in os.walk(os.path.join(root, folder)):
+            for name in names:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, name)
+                for line in open(path, encoding="utf-8"):
+                    if re.search(r"\.save\(|savefig\(|imsave\(|imwrite\(", line) and not re.search(
+                            r"np\.save\(|manager\.save\(|checkpoint\.save\(|format=\"JPEG\"", line):
+                        found.append((os.path.relpath(path, root), line.strip()))
+    assert found == [("driftrec_jax/images.py",
+                      'Image.fromarray(a).save(fp, format="PNG", compress_level=PNG_COMPRESS_LEVEL, **extra)')]
+
+
+def test_figures_are_written_by_write_png(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (optional dependency)")
+    from driftrec_jax import plots
+
+    written = []
+    real = images.write_png
+    monkeypatch.setattr(images, "write_png", lambda path, pixels, *a, **k: written.append(path) or real(path, pixels, *a, **k))
+    fig = plots._pyplot().figure(figsize=(2, 1))
+    path = str(tmp_path / "fig.png")
+    assert plots.save_figure(fig, path, dpi=50) == path and written == [path]
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (100, 50)
+    assert os.listdir(tmp_path) == ["fig.png"]  # no temporary file left
