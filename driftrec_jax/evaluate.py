@@ -274,16 +274,19 @@ class _TileFeeder:
 
 
 def _detect_mode(folder: str) -> str:
-    """'gray' when the folder's first image is single-channel (Pillow modes 1, L, LA, I, I;16…)."""
-    from PIL import Image
-
+    """'gray' when the folder's first image is single-channel (Pillow modes 1, L, LA, I, I;16…),
+    read from its header (`images.probe_image`; an unreadable file is a one-line ValueError)."""
     from .data import list_images
+    from .images import ImageReadError, probe_image
 
     files = list_images(folder)
     if not files:
         raise ValueError(f"no images in {folder}")
-    with Image.open(files[0]) as im:
-        return "gray" if im.mode in ("1", "L", "LA", "I", "F") or im.mode.startswith("I;16") else "rgb"
+    try:
+        mode = probe_image(files[0], max_pixels=0).mode
+    except ImageReadError as err:
+        raise ValueError(str(err)) from None
+    return "gray" if mode in ("1", "L", "LA", "I") or mode.startswith("I;16") else "rgb"
 
 
 def _pairs(folder: str, protocol: Protocol, mode: str, seed: int, max_images: int | None, crop: int | None = None):

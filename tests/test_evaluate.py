@@ -535,6 +535,8 @@ def test_a_metric_is_one_registry_entry(setup, tmp_path, monkeypatch):
         assert header[header.index("bef") + 1] == "mad"
         with open(os.path.join(out, "per_image.csv")) as f:
             assert float(next(csv.DictReader(f))["mad"]) == pytest.approx(want, abs=1e-6)
+        with open(os.path.join(out, "results.json")) as f:
+            assert json.load(f)["rows"][0]["mad"] == row["mad"]
         assert "MAD ×100 ↓" in _script("readme_eval_table").table(res["rows"])
         assert E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, **common)["cached"] == 1
     assert "mad" not in eval_metrics.METRICS and "MAD" not in E.markdown_table(res["rows"])

@@ -108,3 +108,14 @@ def test_figures_are_written_by_write_png(tmp_path, monkeypatch):
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size == (100, 50)
     assert os.listdir(tmp_path) == ["fig.png"]  # no temporary file left
+
+
+def test_evaluate_reads_the_colour_mode_from_the_header(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "b.png")  # 16-bit gray
+    with pytest.raises(ValueError, match=r"^cannot read .*a\.png: not an image file"):
+        evaluate._detect_mode(str(tmp_path))
+    os.remove(tmp_path / "a.png")
+    assert evaluate._detect_mode(str(tmp_path)) == "gray"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a.png")
+    assert evaluate._detect_mode(str(tmp_path)) == "rgb"
