@@ -138,7 +138,8 @@ def bench_throughput(network: str, size: int, batches: list[int], steps: int, re
     import jax
     import jax.numpy as jnp
 
-    from driftrec_jax import models, restore_cli, samplers
+    from driftrec_jax import models, samplers
+    from driftrec_jax.sampler_settings import parse_setting
     from driftrec_jax.score import make_score_fn
 
     with tempfile.TemporaryDirectory() as d:
@@ -153,9 +154,10 @@ def bench_throughput(network: str, size: int, batches: list[int], steps: int, re
     key = jax.random.PRNGKey(0)
     for batch in batches:
         y = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
-        ids = np.stack([np.zeros(batch, np.uint32), np.arange(batch, dtype=np.uint32)], axis=1)
-        cases = [("per-tile keys (vmap), as `driftrec restore`", jax.jit(restore_cli.make_tile_restorer(task, settings)),
-                  (params, y, key, ids))]
+        keys = jax.random.split(key, batch)
+        setting = parse_setting(f"em:{steps}")
+        cases = [("per-tile keys (vmap), as `driftrec restore`", task.tile_restorer(setting, eps=0.03),
+                  (params, y, keys, None))]
         if batch > 1 and compare_plain:
             plain = samplers.make_sampler(make_score_fn(task.apply, task.sde), task.sde, **settings)
             cases.append(("one key per batch (`samplers.make_sampler`)", plain, (params, y, key)))
@@ -182,27 +184,25 @@ def bench_throughput(network: str, size: int, batches: list[int], steps: int, re
 def bench_samplers(network: str, size: int, batch: int, settings: list[str], repeats: int) -> list[str]:
     import jax
 
-    from driftrec_jax import models, restore_cli
+    from driftrec_jax import models
     from driftrec_jax.sampler_settings import parse_setting
 
     with tempfile.TemporaryDirectory() as d:
         random_model(Path(d) / "m.msgpack", network)
         task, params, _ = models.load_model(str(Path(d) / "m.msgpack"))
     y = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
-    ids = np.stack([np.zeros(batch, np.uint32), np.arange(batch, dtype=np.uint32)], axis=1)
-    key = jax.random.PRNGKey(0)
+    keys = jax.random.split(jax.random.PRNGKey(0), batch)
     rows = []
     for text in settings:
         setting = parse_setting(text)
-        opts = dict(setting.options(), color_correction=True)
-        fn = jax.jit(restore_cli.make_tile_restorer(task, opts))
+        fn = task.tile_restorer(setting, color_correction=True)
         t0 = time.perf_counter()
-        compiled = fn.lower(params, y, key, ids).compile()
+        compiled = fn.lower(params, y, keys, None).compile()
         compile_s = time.perf_counter() - t0
         times, nfe = [], None
         for _ in range(repeats + 1):  # the first run is a warm-up
             t0 = time.perf_counter()
-            out = jax.block_until_ready(compiled(params, y, key, ids))
+            out = jax.block_until_ready(compiled(params, y, keys, None))
             times.append(time.perf_counter() - t0)
             nfe = int(np.max(np.asarray(out[1])))
         t = float(np.median(times[1:]))

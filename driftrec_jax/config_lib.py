@@ -66,6 +66,14 @@ def ddrm_prior(max_train_timestep: int) -> ConfigDict:
         num_timesteps=1000, beta_start=1e-4, beta_end=0.02, max_train_timestep=max_train_timestep))
 
 
+def i2sb_bridge(cond_y: bool = True) -> ConfigDict:
+    """The ``i2sb`` block of an I²SB config (driftrec_jax.i2sb, tasks.I2SBTask): the I²SB
+    authors' symmetric schedule, N = 1000 steps, β from 1e-4 to β_max/N = 0.3/N and back;
+    ``cond_y``: the network sees concat(x_n, y) (as the DriftRec paper trained I²SB, Sec. III-C)
+    rather than x_n alone (the I²SB authors' default)."""
+    return ConfigDict(dict(n_steps=1000, beta_min=1e-4, beta_max=0.3, cond_y=cond_y))
+
+
 def _parse_value(text: str):
     try:
         return ast.literal_eval(text)
@@ -119,13 +127,15 @@ def default_config() -> ConfigDict:
 
     Not meant to be run as it is (it names no data); see the other configs. Fields:
       model.network     network preset ('paper', 'small', 'tiny') and model.overrides of its fields
-      model.variant     'score' (DriftRec) or 'regression' (the L2 baseline)
+      model.variant     'score' (DriftRec), 'regression' (the L2 baseline), 'ddrm_eps' (DDRM-JPEG's
+                        prior, block ddrm.*) or 'i2sb' (I²SB, block i2sb.*): driftrec_jax.tasks
       model.dtype       'float32' or 'bfloat16' compute (parameters stay float32)
       sde.*             drift schedule name from driftrec_jax.sde.SDES and its parameters
       data.*            training pairs (see driftrec_jax/data.py); batch_size is the GLOBAL batch
       optim.*           AdamW, EMA
       train.*           steps, logging, sample grids, checkpoints, validation
-      sample.*          sampler used for sample grids and validation
+      sample.*          sampler used for sample grids and validation (a model whose method samples
+                        otherwise, e.g. DDRM, uses its own default)
     """
     c = ConfigDict()
 

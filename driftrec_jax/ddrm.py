@@ -27,16 +27,15 @@ Public API:
   network    `EPS_VARIANT`, `make_eps_network`, `make_eps_fn`
   sampling   `ddrm_samples` (all k samples), `make_restorer` → restore(params, y, tables, key)
   files      `load_jpeg` (pixels + tables + subsampling of a JPEG file), `file_tables`
-  training   `eps_loss`, `EpsTask` (same face as tasks.Task), `build_eps_task(spec)`
+  training   `eps_loss` (the task, its network and restorer: `tasks.DDRMTask`)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from functools import partial
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -251,7 +250,7 @@ def make_restorer(apply_fn: Callable, *, alphas=None, num_samples: int = 1, num_
                   sample_batch: Optional[int] = None) -> Callable:
     """`restore(params, y, tables, key, subsampling='4:2:0') -> (x, nfe)` for DDRM-JPEG (docs/DDRM.md).
 
-    apply_fn(params, x, sigma) is the ε network (e.g. `EpsTask.apply` or NCSNpp.apply); y is the
+    apply_fn(params, x, sigma) is the ε network (e.g. `tasks.DDRMTask.apply` or NCSNpp.apply); y is the
     decoded JPEG batch (B, H, W, 3) in [0, 1] and tables its (luma, chroma) quantisation tables
     (from `load_jpeg` / jpeg.read_jpeg_tables; (8, 8) or (B, 8, 8) each; ignored in 'quant' mode);
     subsampling '4:2:0' or '4:4:4'. x is the mean of `num_samples` samples ("Ours (A)"; k = 1:
@@ -374,83 +373,3 @@ def eps_loss(eps, params, batch, key, alphas, max_timestep: Optional[int] = None
     z = jax.random.normal(key_z, x0.shape, x0.dtype)
     err = eps(params, sa * x0 + s1ma * z, t) - z
     return jnp.mean(0.5 * jnp.sum(jnp.square(err), axis=(1, 2, 3)))
-
-
-@dataclasses.dataclass(frozen=True)
-class EpsTask:
-    """What train_lib trains for DDRM: the ε network and its DDPM schedule.
-
-    Same face as tasks.Task (`apply`, `loss(params, batch, key)`, `init_params(key,
-    image_size)`, `is_regression`, `input_channels()`), so create_train_state / train_step work
-    unchanged. `max_train_timestep` restricts training to t < it (None: all T; DDRM only ever
-    queries t ≤ 285, so a small model can spend its capacity there).
-    """
-
-    model: Any
-    num_timesteps: int = NUM_TIMESTEPS
-    beta_start: float = BETA_START
-    beta_end: float = BETA_END
-    max_train_timestep: Optional[int] = None
-    image_channels: int = 3
-
-    sde = None  # no DriftRec SDE (train_cli's DriftRec branches must not be taken)
-
-    @property
-    def is_regression(self) -> bool:
-        return False
-
-    @property
-    def is_ddrm(self) -> bool:
-        return True
-
-    def input_channels(self) -> int:
-        return self.image_channels
-
-    def alphas(self) -> np.ndarray:
-        return alphas_cumprod(self.num_timesteps, self.beta_start, self.beta_end)
-
-    def apply(self, params, x, sigma):
-        return self.model.apply(params, x, sigma)
-
-    def eps_fn(self) -> Callable:
-        return make_eps_fn(self.apply, self.alphas())
-
-    def loss(self, params, batch, key):
-        return eps_loss(self.eps_fn(), params, batch, key, self.alphas(), self.max_train_timestep)
-
-    def init_params(self, key, image_size: int = 32):
-        x = jnp.zeros((1, image_size, image_size, self.image_channels), jnp.float32)
-        return self.model.init(key, x, jnp.ones((1,), jnp.float32))
-
-    def make_restorer(self, **settings) -> Callable:
-        """`make_restorer` for this task's network and schedule."""
-        return make_restorer(self.apply, alphas=self.alphas(), **settings)
-
-
-DDRM_DEFAULTS = dict(num_timesteps=NUM_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
-                     max_train_timestep=None)
-
-
-def build_eps_task(spec: dict) -> EpsTask:
-    """EpsTask from a model spec {'network', 'overrides', 'variant': 'ddrm_eps', 'dtype', 'ddrm'}.
-
-    'ddrm' holds the `DDRM_DEFAULTS` fields (missing ones take the defaults); the rest reads as in
-    models.build_task.
-    """
-    if spec.get("variant") != "ddrm_eps":
-        raise ValueError(f"not a DDRM ε-model spec (variant {spec.get('variant')!r}, expected 'ddrm_eps')")
-    dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-    if spec.get("dtype", "float32") not in dtypes:
-        raise ValueError(f"unknown compute dtype {spec['dtype']!r}; choose from {', '.join(dtypes)}")
-    from .networks.presets import network_config
-
-    # Merged, then normalised again (overrides read back from a model file hold lists).
-    net = network_config(dict(network_config(spec["network"]), **dict(spec.get("overrides", {}))))
-    ddrm = dict(DDRM_DEFAULTS, **dict(spec.get("ddrm", {})))
-    unknown = set(ddrm) - set(DDRM_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown ddrm field(s) {sorted(unknown)}; allowed: {', '.join(DDRM_DEFAULTS)}")
-    from .networks.presets import make_network
-
-    model = make_network(net, variant="ddrm_eps", dtype=dtypes[spec.get("dtype", "float32")])
-    return EpsTask(model=model, **ddrm)

@@ -31,7 +31,7 @@ the network restores it replicated to RGB, and the output's luma (ITU-R 601) is 
 the gray original; the default metric convention there is FBCNN's (docs/EVALUATE.md), for colour the
 DriftRec authors' (`--convention`).
 
-`quick_validation` is the small version used during training (train_cli._validate).
+`quick_validation` (driftrec_jax.validation, re-exported here) is the small version used during training.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import os
 import sys
 import time
 import zlib
-from functools import partial
 from typing import Any, Sequence
 
 import numpy as np
@@ -54,7 +53,8 @@ from .eval_metrics import CONVENTIONS, METRICS, as_measured, image_metrics, meas
 from .eval_tables import aggregate, markdown_table, write_tables
 from .images import save_png
 from .sampler_settings import (DEFAULT_SETTING, DEFAULT_STEPS, DEFAULT_TOL, GRIDS, SAMPLERS, SamplerSetting,
-                               default_setting, from_config, parse_setting)
+                               default_setting, parse_setting)
+from .validation import center_crops, quick_validation  # noqa: F401 - re-exported (training's lives below)
 
 __all__ = [
     "SamplerSetting",
@@ -146,9 +146,6 @@ def _fingerprint(path: str) -> str:
 # Restoring tiles with per-tile keys
 # --------------------------------------------------------------------------------------------
 
-_RESTORERS: dict = {}
-
-
 def protocol_tables(protocol: Protocol, mode: str) -> tuple[tuple[np.ndarray, np.ndarray], str]:
     """((luma, chroma) tables, subsampling) of the JPEG files of an evaluation protocol, for DDRM:
     the pairs are Pillow JPEGs (4:2:0 for colour) at the protocol's (last) quality; a gray JPEG is
@@ -156,62 +153,6 @@ def protocol_tables(protocol: Protocol, mode: str) -> tuple[tuple[np.ndarray, np
     from .ddrm import pillow_tables
 
     return pillow_tables(protocol.quality, gray=mode == "gray")
-
-
-def _tile_restorer(task, setting: SamplerSetting | None, eps: float, color_correction: bool, tables=None):
-    """jit(params, tiles (N, t, t, 3), keys (N, 2)) -> (restored tiles, nfe per tile).
-
-    Each tile is sampled on its own key (vmap over the batch), so a tile's result does not depend
-    on its batch neighbours; the network still runs on the whole batch at once. A DDRM task needs
-    `tables` = `protocol_tables(...)` (every tile gets them; DDRM has no colour correction).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from . import samplers
-    from .score import make_predict_fn, make_score_fn
-
-    is_ddrm = bool(getattr(task, "is_ddrm", False))
-    table_key = None
-    if is_ddrm:
-        if tables is None:
-            raise ValueError("a DDRM model needs the quantisation tables of its inputs")
-        table_key = (tuple(np.asarray(t).tobytes() for t in tables[0]), tables[1])
-    cache_key = (task, None if task.is_regression else setting, eps, color_correction, table_key)
-    fn = _RESTORERS.get(cache_key)
-    if fn is not None:
-        return fn
-    if is_ddrm:
-        restorer = task.make_restorer(num_samples=setting.num_samples, num_steps=setting.steps)
-        (luma, chroma), subsampling = tables
-
-        @jax.jit
-        def fn(params, tiles, keys):
-            n = tiles.shape[0]
-            per_tile = (jnp.broadcast_to(jnp.asarray(luma), (n, 8, 8)), jnp.broadcast_to(jnp.asarray(chroma), (n, 8, 8)))
-            return restorer.tiles(params, tiles, per_tile, keys, subsampling)
-    elif task.is_regression:
-        predict = make_predict_fn(task.apply)
-
-        @jax.jit
-        def fn(params, tiles, keys):
-            x = jnp.clip(predict(params, tiles), 0.0, 1.0)
-            return x, jnp.ones((tiles.shape[0],), jnp.int32)
-    else:
-        score = make_score_fn(task.apply, task.sde)
-        opts = setting.options(eps)
-
-        @jax.jit
-        def fn(params, tiles, keys):
-            def one(y, key):
-                x, nfe = samplers.sample(partial(score, params), task.sde, y[None], key,
-                                         color_correction=color_correction, **opts)
-                return x[0], nfe
-
-            return jax.vmap(one)(tiles, keys)
-
-    _RESTORERS[cache_key] = fn
-    return fn
 
 
 def _image_key(seed: int, *parts: str):
@@ -230,12 +171,15 @@ class _TileFeeder:
     images owning the real (non-padding) tiles of each batch.
     """
 
-    def __init__(self, fn, params, batch_size: int):
+    def __init__(self, fn, params, batch_size: int, tables=None):
         import jax
 
         self.fn, self.params, self.batch_size = fn, params, batch_size
         self.queue: collections.deque[tuple[dict, Any]] = collections.deque()
         self.dummy = jax.random.PRNGKey(0)
+        # The restorer's aux: the (luma, chroma) tables of every tile, for tasks that need them.
+        self.aux = None if tables is None else tuple(
+            np.broadcast_to(np.asarray(t, np.int32), (batch_size, 8, 8)) for t in tables)
 
     def register(self, owner: dict, keys: Sequence) -> None:
         owner.setdefault("seconds", 0.0)
@@ -249,7 +193,7 @@ class _TileFeeder:
 
         tiles = jnp.zeros((self.batch_size, tile, tile, 3), jnp.float32)
         keys = jnp.stack([self.dummy] * self.batch_size)
-        jax.block_until_ready(self.fn(self.params, tiles, keys))
+        jax.block_until_ready(self.fn(self.params, tiles, keys, self.aux))
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         import jax.numpy as jnp
@@ -258,7 +202,7 @@ class _TileFeeder:
         taken = [self.queue.popleft() for _ in range(n)]
         keys = jnp.stack([k for _, k in taken] + [self.dummy] * (self.batch_size - n))
         start = time.perf_counter()
-        x, nfe = self.fn(self.params, jnp.asarray(tiles), keys)
+        x, nfe = self.fn(self.params, jnp.asarray(tiles), keys, self.aux)
         x, nfe = np.asarray(x), np.asarray(nfe)
         share = (time.perf_counter() - start) / max(n, 1)
         for i, (owner, _) in enumerate(taken):
@@ -306,28 +250,22 @@ def _pairs(folder: str, protocol: Protocol, mode: str, seed: int, max_images: in
 def _methods(checkpoints: Sequence[Checkpoint], settings: Sequence[SamplerSetting]):
     """(checkpoint, task, params, setting or None) for every table row but JPEG's.
 
-    A regression model gives one row; a DriftRec model one per DriftRec setting (em/heun/ode); a
-    DDRM ε model one per 'ddrm' setting, or, when none is given, DDRM's 20 steps with every number
-    of averaged samples that the other settings use (so `--samples 1 8` gives Ours (S) and (A)).
+    Each model gets the rows `Task.evaluation_settings` picks: a regression model one (no
+    setting); a DriftRec model one per DriftRec setting (em/heun/ode/ddim/...); a DDRM ε or I²SB
+    model one per setting of its own sampler, or, when none is given, its default with every
+    number of averaged samples that the other settings use (so `--samples 1 8` gives DDRM's
+    Ours (S) and (A)).
     """
     from .models import load_model
 
-    drift = [s for s in settings if s.sampler != "ddrm"]
-    ddrm = [s for s in settings if s.sampler == "ddrm"]
-    if not ddrm:
-        ks = sorted({s.num_samples for s in settings} or {1})
-        ddrm = [SamplerSetting("ddrm", steps=DEFAULT_STEPS["ddrm"], num_samples=k) for k in ks]
     out = []
     for ck in checkpoints:
         task, params, _ = load_model(ck.path)
-        if task.is_regression:
-            out.append((ck, task, params, None))
-        elif getattr(task, "is_ddrm", False):
-            out.extend((ck, task, params, s) for s in ddrm)
-        else:
-            if not drift:
-                raise ValueError(f"{ck.label} is a DriftRec model but only DDRM sampler settings were given")
-            out.extend((ck, task, params, s) for s in drift)
+        try:
+            rows = task.evaluation_settings(settings)
+        except ValueError as err:
+            raise ValueError(f"{ck.label}: {err}") from None
+        out.extend((ck, task, params, s) for s in rows)
     return out
 
 
@@ -456,10 +394,12 @@ def evaluate(
                             todo.append(dict(pair, key=key))
                     if not todo:
                         continue
-                    is_ddrm = bool(getattr(task, "is_ddrm", False))
-                    fn = _tile_restorer(task, setting, eps, color_correction,
-                                        protocol_tables(protocol, m) if is_ddrm else None)
-                    feeder = _TileFeeder(fn, params, batch_size)
+                    subsampling = tables = None
+                    if task.needs_tables:  # DDRM: the tables of the protocol's JPEGs, for every tile
+                        tables, subsampling = protocol_tables(protocol, m)
+                    fn = task.tile_restorer(setting, eps=eps, color_correction=color_correction,
+                                            subsampling=subsampling)
+                    feeder = _TileFeeder(fn, params, batch_size, tables)
                     feeder.warm_up(tile)  # compile outside the timed calls
 
                     def stream(items=todo, feeder=feeder, protocol=protocol):
@@ -477,7 +417,7 @@ def evaluate(
                     for item, restored in zip(todo, restore_images(stream(), feeder, tile=tile, overlap=overlap,
                                                                    batch_size=batch_size)):
                         row = dict(base, key=item["key"], method=method_label,
-                                   kind="regression" if setting is None else ("ddrm" if is_ddrm else "driftrec"),
+                                   kind=task.kind,
                                    setting=setting.key if setting else "", sampler=setting.label if setting else "",
                                    num_samples=setting.num_samples if setting else 1, image=item["name"],
                                    nfe=item["nfe_sum"] / max(item["tiles"], 1), seconds=item["seconds"],
@@ -538,66 +478,6 @@ def _complete(row: dict | None) -> dict | None:
 
 def _index(pair: dict) -> int:
     return pair.get("_index", 0)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation during training
-# --------------------------------------------------------------------------------------------
-
-
-def _center_crop(x: np.ndarray, size: int) -> np.ndarray:
-    h, w = x.shape[:2]
-    if h < size or w < size:
-        raise ValueError(f"validation image of {h}x{w} is smaller than the crop size {size}")
-    t, l = (h - size) // 2, (w - size) // 2
-    return x[t:t + size, l:l + size]
-
-
-def center_crops(folder: str, num_images: int, size: int) -> np.ndarray:
-    """Central size x size crops of the first `num_images` images of `folder` (sorted, as
-    `data.list_images`), as an (N, size, size, 3) uint8 batch."""
-    from .data import list_images, load_rgb
-
-    files = list_images(folder)[: int(num_images)]
-    if not files:
-        raise ValueError(f"no validation images in {folder}")
-    return np.stack([_center_crop(load_rgb(p), int(size)) for p in files])
-
-
-def quick_validation(task, params, config, folder: str, num_images: int, quality: int) -> dict[str, float]:
-    """PSNR, SSIM (DriftRec convention) and LPIPS of restorations of the first `num_images`
-    images of `folder` at JPEG quality `quality`, averaged (docs/EVALUATE.md).
-
-    Each image is centre-cropped to `config.data.crop_size` (one network tile: validation costs
-    one batch) and compressed with Pillow; DriftRec samples with `config.sample` (sampler, steps,
-    eps) from a fixed key, so values are comparable across training steps; a regression task is
-    one network pass. Compiled once per task and settings.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from . import metrics as M
-    from .data import jpeg_roundtrip
-
-    clean = center_crops(folder, num_images, int(config.data.crop_size))
-    jpeg = np.stack([jpeg_roundtrip(c, int(quality)) for c in clean]).astype(np.float32) / 255.0
-    clean = clean.astype(np.float32) / 255.0
-    s = config.sample
-    setting, tables = None, None
-    if getattr(task, "is_ddrm", False):  # DDRM-JPEG with the tables of Pillow's JPEGs
-        setting = SamplerSetting("ddrm", steps=DEFAULT_STEPS["ddrm"])
-        tables = protocol_tables(Protocol(int(quality)), "rgb")
-    elif not task.is_regression:
-        setting = from_config(s)
-    fn = _tile_restorer(task, setting, float(s.eps), True, tables)
-    keys = jax.random.split(jax.random.PRNGKey(0), len(clean))
-    x, _ = fn(params, jnp.asarray(jpeg), keys)
-    x = M.quantize_uint8(x)
-    return {
-        "psnr": float(jnp.mean(M.psnr(x, clean))),
-        "ssim": float(jnp.mean(M.ssim(x, clean, convention="driftrec"))),
-        "lpips": float(jnp.mean(M.lpips(x, clean))),
-    }
 
 
 # --------------------------------------------------------------------------------------------

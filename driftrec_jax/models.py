@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from . import tasks
 from .tasks import Task
 
 FORMAT = "driftrec_jax.model/1"
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = tasks.DTYPES
 
 
 class ModelLoadError(RuntimeError):
@@ -28,38 +29,22 @@ class ModelLoadError(RuntimeError):
 
 
 def model_spec(config) -> dict:
-    """The part of a training config that defines the model (stored with its weights)."""
+    """The part of a training config that defines the model (stored with its weights): the
+    network, its variant (which names the method, `tasks.TASKS`) and the method's process block
+    (`sde`, `ddrm` or `i2sb`; none for regression)."""
     spec = {
         "network": config.model.network,
         "overrides": dict(config.model.overrides),
         "variant": config.model.variant,
         "dtype": config.model.dtype,
     }
-    if config.model.variant == "ddrm_eps":  # DDRM's unconditional ε-prediction prior
-        spec["ddrm"] = dict(config.ddrm)
-    elif config.model.variant != "regression":
-        spec["sde"] = dict(config.sde)
+    spec.update(tasks.spec_blocks(config))
     return spec
 
 
 def build_task(spec: dict) -> Task:
-    """Network (and SDE) from a model spec; see :func:`model_spec`."""
-    from .networks.presets import make_network, network_config
-    from .sde import get_sde
-
-    if spec.get("variant") == "ddrm_eps":
-        from .ddrm import build_eps_task
-
-        return build_eps_task(spec)
-    if spec["dtype"] not in DTYPES:
-        raise ValueError(f"unknown compute dtype {spec['dtype']!r}; choose from {', '.join(DTYPES)}")
-    net_cfg = dict(network_config(spec["network"]), **spec.get("overrides", {}))
-    model = make_network(net_cfg, variant=spec["variant"], dtype=DTYPES[spec["dtype"]])
-    sde = None
-    if spec["variant"] != "regression":
-        sde_cfg = dict(spec["sde"])
-        sde = get_sde(sde_cfg.pop("name"), **sde_cfg)
-    return Task(model=model, sde=sde)
+    """The task (network and process) of a model spec; see :func:`model_spec` and `tasks.build_task`."""
+    return tasks.build_task(spec)
 
 
 def task_from_config(config) -> Task:
@@ -141,5 +126,7 @@ BUNDLED = {"driftrec": "driftrec_small_ouve.msgpack", "ddrm": "ddrm_small_uncond
 
 def bundled_model_path(method: str = "driftrec") -> str:
     """The small default model of `method` ('driftrec' or 'ddrm') shipped inside the package
-    (the file may be absent: no DDRM prior is bundled unless assets/ holds one)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", BUNDLED[method])
+    (the file may be absent: no DDRM prior is bundled unless assets/ holds one; none is for
+    other methods, whose path names a file that does not exist)."""
+    name = BUNDLED.get(method, f"{method}_model.msgpack")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", name)

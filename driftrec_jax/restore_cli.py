@@ -3,19 +3,22 @@
     driftrec restore INPUT... -o OUTDIR [--checkpoint MODEL] [--sampler ddim|dpm2m|sde-dpm2m|em|heun|ode]
                      [--steps N] [--eta E] [--grid t|lambda|edm] ...
     driftrec restore photo.jpg -o OUTDIR --method ddrm [--checkpoint DDRM_MODEL] [--num-samples K]
+    driftrec restore photo.jpg -o OUTDIR --checkpoint I2SB_MODEL [--steps N] [--num-samples K]
 
 INPUTs are image files or folders (searched recursively for image extensions). Every image is
 cut into overlapping tiles (`images.restore_images`); the tiles of consecutive images share
-fixed-shape batches that go through one compiled sampler (`samplers.sample`: the few-step
+fixed-shape batches that go through one compiled restorer, the model's `Task.tile_restorer`
+(driftrec_jax.tasks). For a DriftRec model that is `samplers.sample`: the few-step
 exact-transition samplers of docs/SAMPLERS.md, the paper's Euler–Maruyama/Heun with N steps to ε
 (Sec. IV-F), or the probability-flow ODE with Dormand–Prince 5(4) at rtol = atol = --tol
-(Sec. IV-G); k-sample averaging, colour correction); the blended result is written as a PNG named so that it
-is never an input (`images.output_paths`), atomically (`images.atomic_write`), and replacing an
-existing file only with --overwrite. A regression model file goes down the same path with
-one network pass per tile. With a DDRM ε model (`--method ddrm`, DDRM-JPEG) every
-tile is restored by `ddrm.make_restorer(...).tiles` with the quantisation tables read from its own
-file (so DDRM inputs must be JPEG files, 4:2:0, 4:4:4 or gray); files are grouped by chroma
-layout, one compilation each. docs/RESTORE.md is the user guide.
+(Sec. IV-G); k-sample averaging, colour correction. A regression model makes one network pass
+per tile; an I²SB model (`--method i2sb`) runs I²SB's posterior sampler with --steps network
+calls. With a DDRM ε model (`--method ddrm`, DDRM-JPEG) every tile is restored with the
+quantisation tables read from its own file (so DDRM inputs must be JPEG files, 4:2:0, 4:4:4 or
+gray); files are grouped by chroma layout, one compilation each. The blended result is written as
+a PNG named so that it is never an input (`images.output_paths`), atomically
+(`images.atomic_write`), and replacing an existing file only with --overwrite. docs/RESTORE.md is
+the user guide.
 
 Noise and seeds: the random key of tile number k (row-major order) of an input file named NAME is
 
@@ -58,10 +61,10 @@ PROG = "driftrec restore"
 
 # Sampler names, defaults and text forms: driftrec_jax.sampler_settings (no JAX import), shared
 # with `driftrec evaluate` and the training configs.
-SAMPLER_NAMES = sampler_settings.DIFFUSION_SAMPLERS
+SAMPLER_NAMES = tuple(sampler_settings.SAMPLERS)  # which apply to a model: its task decides
 DEFAULT_EPS = sampler_settings.DEFAULT_EPS
 DEFAULT_TOL = sampler_settings.DEFAULT_TOL  # paper Table VI: about 26 network evaluations at 1e-3
-METHODS = ("driftrec", "ddrm")
+METHODS = ("driftrec", "ddrm", "i2sb")  # `tasks.Task.method` of the model classes
 # Tiles per batch when --batch-size is not given: on the CPU a batch of one 256² tile runs at the
 # highest rate (BENCHMARKS.md: 0.92 vs 0.64 network evaluations/s for 8), on accelerators 8.
 DEFAULT_BATCH_ACCELERATOR = 8
@@ -72,8 +75,8 @@ DDRM_DEFAULT_STEPS = sampler_settings.DEFAULT_STEPS["ddrm"]  # = ddrm.NUM_STEPS 
 # driftrec_jax.image_files, the same for training and evaluation. Files named explicitly are
 # always tried, whatever their extension.
 
-# Compiled samplers of this process, keyed by (task, settings, batch shape): a second `run` in
-# the same process (tests, notebooks) reuses them.
+# Compiled restorers of this process, keyed by (task, setting, options, batch shape): a second
+# `run` in the same process (tests, notebooks) reuses them.
 _COMPILED: dict = {}
 
 
@@ -111,18 +114,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: the model bundled with the package for --method: a small "
                              "DriftRec-OUVE, or with --method ddrm a small DDRM prior)")
     parser.add_argument("--method", choices=METHODS, default=None,
-                        help="driftrec (a DriftRec or regression model) or ddrm (DDRM-JPEG with an "
+                        help="driftrec (a DriftRec or regression model), ddrm (DDRM-JPEG with an "
                              "unconditional ε model; needs JPEG inputs, whose quantisation tables it "
-                             "reads); default: whatever the model file is")
+                             "reads) or i2sb (an I²SB model); default: whatever the model file is")
     default = sampler_settings.default_setting()
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=None,
-                        help=f"reverse-time sampler, one line each below (default: {default.label}; the "
-                             "paper's is --sampler em --steps 100)")
+                        help=f"reverse-time sampler, one line each below (default: {default.label} for DriftRec "
+                             "models, the paper's is --sampler em --steps 100; ddrm and i2sb for their models)")
     parser.add_argument("--steps", type=_positive_int, default=None,
                         help="steps of the sampler: network calls for ddim, dpm2m and sde-dpm2m; em 1 call "
                              "each, heun 2; ignored by ode (defaults: "
                              + ", ".join(f"{k} {v}" for k, v in sampler_settings.DEFAULT_STEPS.items() if k != "ddrm")
-                             + f"); DDRM steps from t = 285 (default {DDRM_DEFAULT_STEPS})")
+                             + f"); DDRM steps from t = 285 (default {DDRM_DEFAULT_STEPS}); i2sb network calls")
     parser.add_argument("--eta", type=_closed_unit_float, default=None,
                         help="ddim only: η in [0, 1]; 1 draws each step from the exact posterior (default), "
                              "0 is deterministic (smoother, blurrier)")
@@ -154,7 +157,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--no-color-correction", dest="color_correction", action="store_false",
                         help="do not shift each colour channel's mean back to the JPEG's "
-                             "(the DriftRec paper's colour correction; by default it is on, per tile)")
+                             "(the DriftRec paper's colour correction of DriftRec models; by default it is on, "
+                             "per tile; DDRM and I²SB have none)")
     parser.add_argument("--no-compile-cache", dest="compile_cache", action="store_false",
                         help="do not read or write JAX's persistent compilation cache "
                              "(by default it is used, so later runs start faster)")
@@ -302,9 +306,10 @@ def _name_hash(path: str) -> int:
 # The compiled restorer
 
 
-def _setting(args) -> "sampler_settings.SamplerSetting":
-    """The sampler setting of the command-line options (the default one when none is named)."""
-    default = sampler_settings.default_setting()
+def _setting(args, default=None) -> "sampler_settings.SamplerSetting":
+    """The sampler setting of the command-line options; `default` (the model's, else DriftRec's
+    default setting) when none is named."""
+    default = default or sampler_settings.default_setting()
     name = args.sampler or default.sampler
     if args.eta is not None and name != "ddim":
         raise UsageError(f"--eta applies to --sampler ddim, not {name}")
@@ -319,92 +324,45 @@ def _setting(args) -> "sampler_settings.SamplerSetting":
 
 
 def _sampler_settings(args) -> dict:
-    """Keyword arguments of `samplers.sample` for the command-line options."""
+    """Keyword arguments of `samplers.sample` for the command-line options (a DriftRec model)."""
     settings = _setting(args).options(args.eps)
     settings["color_correction"] = args.color_correction
     return settings
 
 
-def _ddrm_settings(args) -> dict:
-    """Keyword arguments of `ddrm.make_restorer` for the command-line options."""
-    return {"num_samples": args.num_samples, "num_steps": args.steps or DDRM_DEFAULT_STEPS}
+def _tile_keys(base_key, ids):
+    """The key of every tile: fold_in(fold_in(base_key, id0), id1) for ids (B, 2) uint32 =
+    (crc32 of the file name, tile number) (module docstring)."""
+    import jax
+
+    fold = _COMPILED.get("tile_keys")
+    if fold is None:
+        fold = _COMPILED["tile_keys"] = jax.jit(jax.vmap(
+            lambda key, i: jax.random.fold_in(jax.random.fold_in(key, i[0]), i[1]), in_axes=(None, 0)))
+    return fold(base_key, ids)
 
 
-def make_tile_restorer(task, settings: dict):
-    """A jittable ``restore(params, tiles, base_key, ids) -> (restored tiles, nfe per tile)``.
-
-    tiles: float32 (B, h, w, 3) JPEG tiles in [0, 1]; ids: uint32 (B, 2), (crc32 of the file
-    name, tile number) per tile; base_key: PRNGKey(seed). For a DriftRec (score) model every tile
-    is restored on its own under `jax.vmap` with the key fold_in(fold_in(base_key, id0), id1) by
-    `samplers.sample` (sampler, k-sample averaging, colour correction, clipping to
-    [0, 1]); a regression model (task.sde is None) makes one network pass per tile and ignores
-    the key and `settings`.
-    """
+def _compiled_restorer(task, params, options: tuple, batch: int, tile: int, subsampling: str | None = None):
+    """The task's tile restorer (`Task.tile_restorer`; options = (setting, eps, colour
+    correction)) compiled ahead of time for (batch, tile, tile, 3) float32 tiles and (batch, 2)
+    keys (memoised per process); returns (compiled, seconds spent compiling, 0 when memoised).
+    A task that needs tables (`subsampling` given) takes the per-tile (luma, chroma) tables,
+    two (batch, 8, 8) int32 arrays, as its aux argument; the others None."""
     import jax
     import jax.numpy as jnp
 
-    from . import samplers
-    from .score import make_predict_fn, make_score_fn
-
-    if task.is_regression:
-        predict = make_predict_fn(task.apply)
-
-        def restore(params, tiles, base_key, ids):
-            x = jnp.clip(predict(params, tiles), 0.0, 1.0)
-            return x, jnp.ones((tiles.shape[0],), jnp.int32)
-
-        return restore
-
-    score_fn = make_score_fn(task.apply, task.sde)
-
-    def restore(params, tiles, base_key, ids):
-        def one(y, tile_ids):
-            key = jax.random.fold_in(jax.random.fold_in(base_key, tile_ids[0]), tile_ids[1])
-            x, nfe = samplers.sample(lambda x_, y_, t_: score_fn(params, x_, y_, t_), task.sde,
-                                     y[None], key, **settings)
-            return x[0], nfe
-
-        return jax.vmap(one)(tiles, ids)
-
-    return restore
-
-
-def make_ddrm_tile_restorer(task, settings: dict, subsampling: str):
-    """A jittable ``restore(params, tiles, base_key, ids, luma, chroma) -> (tiles, nfe per tile)``
-    for a DDRM ε model (`ddrm.EpsTask`): tile k gets the key fold_in(fold_in(base_key, id0), id1)
-    as with DriftRec, and the quantisation tables luma[k], chroma[k] (int32 (B, 8, 8)) of its file;
-    `settings` are keyword arguments of `ddrm.make_restorer`."""
-    import jax
-
-    restorer = task.make_restorer(**settings)
-
-    def restore(params, tiles, base_key, ids, luma, chroma):
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base_key, i[0]), i[1]))(ids)
-        return restorer.tiles(params, tiles, (luma, chroma), keys, subsampling)
-
-    return restore
-
-
-def _compiled_restorer(task, params, settings: dict, batch: int, tile: int, subsampling: str | None = None):
-    """The restorer compiled ahead of time for (batch, tile, tile, 3) float32 tiles (memoised
-    per process); returns (compiled, seconds spent compiling, 0 when memoised). A DDRM task
-    (`subsampling` given) takes the per-tile tables as two more (batch, 8, 8) int32 arguments."""
-    import jax
-    import jax.numpy as jnp
-
-    memo_key = (task, tuple(sorted(settings.items())), batch, tile, subsampling,
+    setting, eps, color_correction = options
+    memo_key = (task, options, batch, tile, subsampling,
                 jax.tree.structure(params), tuple((a.shape, a.dtype) for a in jax.tree.leaves(params)))
     if memo_key in _COMPILED:
         return _COMPILED[memo_key], 0.0
     start = time.perf_counter()
-    args = [params, jax.ShapeDtypeStruct((batch, tile, tile, 3), jnp.float32),
-            jax.random.PRNGKey(0), jax.ShapeDtypeStruct((batch, 2), jnp.uint32)]
-    if subsampling is None:
-        fn = jax.jit(make_tile_restorer(task, settings))
-    else:
-        fn = jax.jit(make_ddrm_tile_restorer(task, settings, subsampling))
-        args += [jax.ShapeDtypeStruct((batch, 8, 8), jnp.int32)] * 2
-    compiled = fn.lower(*args).compile()
+    fn = task.tile_restorer(setting, eps=eps, color_correction=color_correction, subsampling=subsampling)
+    aux = None
+    if subsampling is not None:
+        aux = (jax.ShapeDtypeStruct((batch, 8, 8), jnp.int32),) * 2
+    compiled = fn.lower(params, jax.ShapeDtypeStruct((batch, tile, tile, 3), jnp.float32),
+                        jax.ShapeDtypeStruct((batch, 2), jnp.uint32), aux).compile()
     _COMPILED[memo_key] = compiled
     return compiled, time.perf_counter() - start
 
@@ -581,17 +539,16 @@ def _restore(args) -> int:
         raise UsageError(str(err)) from None
     except (KeyError, TypeError, ValueError) as err:  # a model file with a description we cannot build
         raise UsageError(f"{checkpoint}: unusable model description ({type(err).__name__}: {err})") from None
-    is_ddrm = bool(getattr(task, "is_ddrm", False))
-    method = args.method or ("ddrm" if is_ddrm else "driftrec")
-    if method == "ddrm" and not is_ddrm:
-        kind = "regression" if task.is_regression else "DriftRec"
-        raise UsageError(f"--method ddrm needs a DDRM ε model (e.g. trained with configs/ddrm_uncond_small.py); "
-                         f"{checkpoint} is a {kind} model")
-    if method == "driftrec" and is_ddrm:
-        raise UsageError(f"{checkpoint} is a DDRM ε model: restore with --method ddrm")
-    if is_ddrm and (args.sampler is not None or args.eta is not None or args.grid is not None):
-        raise UsageError("--sampler, --eta and --grid apply to DriftRec models; DDRM has its own sampler "
-                         "(--steps, --num-samples)")
+    from . import tasks
+
+    if args.method is not None and args.method != task.method:
+        raise UsageError(f"--method {args.method} needs {tasks.METHOD_MODELS[args.method]}; {checkpoint} is a "
+                         f"{task.title} model: restore it with --method {task.method}")
+    asked = _setting(args, task.default_setting())  # the task's default when no sampler option is given
+    try:
+        setting = task.check_setting(asked)
+    except ValueError as err:
+        raise UsageError(f"--sampler {asked.sampler}: {err}") from None
     factor = _downsampling_factor(spec)
     if args.tile % factor:
         raise UsageError(f"--tile {args.tile} must be a multiple of {factor} for this model's network")
@@ -600,7 +557,7 @@ def _restore(args) -> int:
     pending_lines = None
 
     tables_of: dict = {}  # DDRM: path -> ((luma, chroma), subsampling) of the file
-    if is_ddrm:
+    if task.needs_tables:
         usable = []
         for path in todo:
             try:
@@ -619,11 +576,7 @@ def _restore(args) -> int:
     if requested is None:
         requested = DEFAULT_BATCH_CPU if jax.default_backend() == "cpu" else DEFAULT_BATCH_ACCELERATOR
     batch = max(1, min(requested, total_tiles))
-    settings = _sampler_settings(args)
-    if task.is_regression:
-        settings = {}
-    elif is_ddrm:
-        settings = _ddrm_settings(args)
+    options = (setting, args.eps, args.color_correction)
 
     compiled, compile_s = (None, 0.0)
     labels: collections.deque = collections.deque()  # (name hash, tile number) of tiles to come
@@ -650,7 +603,7 @@ def _restore(args) -> int:
             h, w = loaded.shape
             n = images.count_tiles(h, w, args.tile, args.overlap)
             crc = _name_hash(path)
-            tables = tables_of[path][0] if is_ddrm else None
+            tables = tables_of[path][0] if task.needs_tables else None
             labels.extend((crc, k, tables) for k in range(n))
             # Keep the format facts for writing, not the pixels (a zero-stride placeholder).
             placeholder = np.broadcast_to(np.float32(0), loaded.rgb.shape)
@@ -671,10 +624,8 @@ def _restore(args) -> int:
             ids[k] = crc, number
             if tables is not None:
                 luma[k], chroma[k] = tables
-        if is_ddrm:
-            x, nfe = compiled(params, tiles, base_key, ids, luma, chroma)
-        else:
-            x, nfe = compiled(params, tiles, base_key, ids)
+        aux = (luma, chroma) if task.needs_tables else None
+        x, nfe = compiled(params, tiles, _tile_keys(base_key, ids), aux)
         nfe = np.asarray(nfe)[:real]
         nfe_total += int(nfe.sum())
         nfe_max = max(nfe_max, int(nfe.max(initial=0)))
@@ -689,7 +640,7 @@ def _restore(args) -> int:
     # Groups of files that share one compiled restorer (DDRM: one per chroma layout, restored
     # group after group).
     groups = [(None, todo)]
-    if is_ddrm:
+    if task.needs_tables:
         layouts = sorted({tables_of[p][1] for p in todo}, key=lambda s: s != "4:2:0")
         groups = [(s, [p for p in todo if tables_of[p][1] == s]) for s in layouts]
     run_s = 0.0
@@ -698,7 +649,7 @@ def _restore(args) -> int:
         for subsampling, group in groups:
             if not group:
                 continue
-            compiled, seconds = _compiled_restorer(task, params, settings, batch, args.tile, subsampling)
+            compiled, seconds = _compiled_restorer(task, params, options, batch, args.tile, subsampling)
             compile_s += seconds
             if bar is not None and not started:  # restart the clock: the rate excludes compilation
                 bar.reset(total=total_tiles)
@@ -730,9 +681,9 @@ def _restore(args) -> int:
         if bar is not None:
             bar.close()
 
-    what = "regression (1 network pass)" if task.is_regression else _describe(args, is_ddrm)
+    what = task.describe(setting)
     nfe_text = ""
-    if tiles_done and not task.is_regression:
+    if tiles_done and setting is not None:  # (a regression model: one pass, said by `what`)
         mean = nfe_total / tiles_done
         nfe_text = (f", {mean:.0f} network evaluations per tile" if mean == nfe_max
                     else f", {mean:.1f} network evaluations per tile (max {nfe_max})")
@@ -755,12 +706,3 @@ def _summary(restored: int, total: int, outdir, failed: int, skipped: int) -> st
     if skipped:
         text += f" ({skipped} skipped: output exists)"
     return text
-
-
-def _describe(args, ddrm: bool = False) -> str:
-    if ddrm:
-        text = f"DDRM-JPEG {args.steps or DDRM_DEFAULT_STEPS} steps"
-        if args.num_samples > 1:
-            text += f", mean of {args.num_samples} samples"
-        return text
-    return _setting(args).label

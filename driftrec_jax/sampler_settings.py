@@ -13,6 +13,7 @@ Its text form is what `driftrec evaluate --sampler-settings` and the tables use:
     ddim:5@lambda   ... on a grid uniform in λ = log(a/σ) (t, lambda or edm)
     em:100x4        the mean of 4 samples (paper Fig. 7)
     ddrm:20         DDRM-JPEG's sampler (DDRM ε models only)
+    i2sb:100        I²SB's posterior sampler, 100 network calls (I²SB models only)
 
 docs/SAMPLERS.md derives the few-step samplers and docs/RESTORE.md compares them.
 """
@@ -23,7 +24,8 @@ import dataclasses
 from typing import Any
 
 # name -> (short label for tables, one-line description for --help). Kept equal to
-# samplers.SAMPLERS (plus "ddrm"); a test checks it.
+# samplers.SAMPLERS plus the samplers of the other methods ("ddrm", "i2sb"); a test checks it.
+# Which names apply to which model: `driftrec_jax.tasks` (`Task.sampler_names`).
 SAMPLERS: dict[str, tuple[str, str]] = {
     "em": ("EM", "Euler–Maruyama, the paper's (--steps 100: 100 calls; no better than the default "
                  "with the bundled model, at 12 times its cost)"),
@@ -35,13 +37,17 @@ SAMPLERS: dict[str, tuple[str, str]] = {
                          "stochastic samplers"),
     "sde-dpm2m": ("SDE-DPM++2M", "SDE-DPM-Solver++(2M), 8 calls (the default): PSNR above em 100's on "
                                  "every image measured, LPIPS as good"),
-    "ddrm": ("DDRM", "DDRM-JPEG's sampler (DDRM ε models only)"),
+    "ddrm": ("DDRM", "DDRM-JPEG's sampler (DDRM ε models only): --steps from t = 285 (default 20)"),
+    "i2sb": ("I²SB", "I²SB's posterior sampler (I²SB models only): --steps network calls (default 100, as "
+                     "the DriftRec paper compares it); no colour correction"),
 }
-DIFFUSION_SAMPLERS = tuple(k for k in SAMPLERS if k != "ddrm")
+# The samplers of DriftRec models (driftrec_jax.samplers); the others belong to one method each.
+OTHER_METHODS_SAMPLERS = ("ddrm", "i2sb")
+DIFFUSION_SAMPLERS = tuple(k for k in SAMPLERS if k not in OTHER_METHODS_SAMPLERS)
 FEW_STEP = ("ddim", "dpm2m", "sde-dpm2m")
 GRIDS = ("t", "lambda", "edm")
 # Default steps of each sampler when a setting names none.
-DEFAULT_STEPS = {"em": 100, "heun": 50, "ddim": 5, "dpm2m": 8, "sde-dpm2m": 8, "ddrm": 20}
+DEFAULT_STEPS = {"em": 100, "heun": 50, "ddim": 5, "dpm2m": 8, "sde-dpm2m": 8, "ddrm": 20, "i2sb": 100}
 DEFAULT_GRID = {"ddim": "t", "dpm2m": "lambda", "sde-dpm2m": "lambda"}
 DEFAULT_TOL = 1e-3
 DEFAULT_EPS = 0.03  # the paper's last time ε (Sec. IV-F)
@@ -107,7 +113,7 @@ class SamplerSetting:
         name = SAMPLERS[self.sampler][0]
         if self.sampler == "ode":
             arg = f"tol {self.tol:g}"
-        elif self.sampler in FEW_STEP:
+        elif self.sampler in FEW_STEP or self.sampler == "i2sb":
             arg = f"{self.steps} calls"
         else:
             arg = f"{self.steps} steps"
@@ -127,8 +133,8 @@ class SamplerSetting:
 
     def options(self, eps: float = DEFAULT_EPS) -> dict[str, Any]:
         """Keyword arguments of `samplers.sample` for this setting."""
-        if self.sampler == "ddrm":
-            raise ValueError("the ddrm setting is run by driftrec_jax.ddrm, not samplers.sample")
+        if self.sampler in OTHER_METHODS_SAMPLERS:
+            raise ValueError(f"the {self.sampler} setting is run by its task (driftrec_jax.tasks), not samplers.sample")
         opts: dict[str, Any] = {"sampler": self.sampler, "num_samples": self.num_samples, "eps": eps}
         if self.sampler == "ode":
             opts.update(rtol=self.tol, atol=self.tol)
@@ -143,7 +149,7 @@ class SamplerSetting:
 
 def parse_setting(text: str) -> SamplerSetting:
     """`NAME[:STEPS|:TOL][:ETA][@GRID][xK]`, e.g. `em`, `em:100`, `ode:1e-5`, `ddim:6`, `ddim:10:0`,
-    `dpm2m:6@edm`, `em:100x4`, `ddrm:20x8` (module docstring)."""
+    `dpm2m:6@edm`, `em:100x4`, `ddrm:20x8`, `i2sb:10` (module docstring)."""
     body, sep, k = text.strip().lower().rpartition("x")
     if not sep:  # no 'xK': one sample
         body, k = k, ""
@@ -160,7 +166,7 @@ def parse_setting(text: str) -> SamplerSetting:
         return SamplerSetting(name, steps=int(arg) if arg else DEFAULT_STEPS[name], num_samples=num, **extra)
     except ValueError as err:
         raise ValueError(f"bad sampler setting {text!r} ({err}); write e.g. sde-dpm2m:8, ddim:5, em:100, ode:1e-3, "
-                         "ddim:10:0, em:100x4, ddrm:20x8") from None
+                         "ddim:10:0, em:100x4, ddrm:20x8, i2sb:100") from None
 
 
 def default_setting() -> SamplerSetting:
@@ -169,7 +175,7 @@ def default_setting() -> SamplerSetting:
 
 def help_lines() -> str:
     """One line per sampler, what it costs and gives (for the --help epilogs)."""
-    return "\n".join(f"  {k:<10} {v[1]}" for k, v in SAMPLERS.items() if k != "ddrm")
+    return "\n".join(f"  {k:<10} {v[1]}" for k, v in SAMPLERS.items())
 
 
 def from_config(sample) -> SamplerSetting:

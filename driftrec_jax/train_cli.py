@@ -162,44 +162,30 @@ class _RunLog:
             f.write(json.dumps(row, default=str) + "\n")
 
 
-_SAMPLERS: dict = {}
-
-
 def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
     """Rows of JPEG | restored | clean for the first n images of a batch.
 
-    A DDRM ε model restores with DDRM-JPEG (20 steps), given each image's tables from its
-    training quality (the pipeline's JPEGs are libjpeg's, 4:2:0)."""
-    from .samplers import make_regression_restorer, make_sampler
-    from .score import make_predict_fn, make_score_fn
+    The task restores each image as one tile (`Task.tile_restorer`) with the setting of the
+    config's `sample` block (`Task.setting_from_config`), image i on the i-th key of
+    jax.random.split(key, n). A task that needs the JPEG's tables (DDRM) gets those of each
+    image's training quality (the pipeline's JPEGs are libjpeg's, 4:2:0)."""
+    from .sampler_settings import DEFAULT_EPS
 
     y = jnp.asarray(batch["jpeg"][:n])
-    if getattr(task, "is_ddrm", False):
+    m = y.shape[0]
+    aux, subsampling = None, None
+    if task.needs_tables:
         from .ddrm import pillow_tables
 
-        restorer = _SAMPLERS.setdefault((task, "ddrm"), task.make_restorer())
-        tables = [pillow_tables(q)[0] for q in np.asarray(batch["quality"][: y.shape[0]])]
-        per_image = tuple(np.stack([t[c] for t in tables]) for c in range(2))
-        x, _ = restorer.tiles(params, y, per_image, jax.random.split(key, y.shape[0]), "4:2:0")
-        rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)
-                for i in range(y.shape[0])]
-        return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
-    from .sampler_settings import from_config
-
-    setting = from_config(sample_cfg)
-    opts = setting.options(float(sample_cfg.eps))
-    opts.pop("sampler")
-    cache_key = (task, setting, float(sample_cfg.eps))
-    restore = _SAMPLERS.get(cache_key)  # one compilation per run, not one per grid
-    if restore is None:
-        if task.is_regression:
-            restore = make_regression_restorer(make_predict_fn(task.apply))
-        else:
-            restore = make_sampler(make_score_fn(task.apply, task.sde), task.sde, sampler=setting.sampler, **opts)
-        _SAMPLERS[cache_key] = restore
-    x, _ = restore(params, y, key)
+        tables = [pillow_tables(q)[0] for q in np.asarray(batch["quality"][:m])]
+        aux = tuple(np.stack([t[c] for t in tables]).astype(np.int32) for c in range(2))
+        subsampling = "4:2:0"
+    eps = DEFAULT_EPS if sample_cfg is None else float(sample_cfg.eps)
+    restore = task.tile_restorer(task.setting_from_config(sample_cfg), eps=eps, color_correction=True,
+                                 subsampling=subsampling)  # memoised: one compilation per run
+    x, _ = restore(params, y, jax.random.split(key, m), aux)
     rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)
-            for i in range(y.shape[0])]
+            for i in range(m)]
     return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
 
 
@@ -385,11 +371,11 @@ def _read_init_weights(path: str, spec: dict):
 
 def _validate(task, params, config, step: int, logger) -> None:
     """PSNR / SSIM / LPIPS of EMA restorations on the first images of ``train.eval_folder``."""
-    from . import evaluate
+    from . import validation
 
     if not config.train.eval_folder or not parallel.is_main_process():
         return
-    results = evaluate.quick_validation(task, params, config, config.train.eval_folder,
+    results = validation.quick_validation(task, params, config, config.train.eval_folder,
                                         config.train.eval_images, config.train.eval_quality)
     logger.scalars(step, {f"val/{k}": v for k, v in results.items()})
 
@@ -431,7 +417,7 @@ def main_with_overrides(config_name: str, workdir: str, overrides: list[str], ov
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="train.py", description="Train a DriftRec or regression model.")
+    parser = argparse.ArgumentParser(prog="train.py", description="Train a DriftRec, regression, DDRM ε or I²SB model.")
     configure(parser)
     args, rest = parser.parse_known_args(argv)
     return main_with_overrides(args.config, args.workdir, rest, args.overwrite)

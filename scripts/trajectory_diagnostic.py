@@ -105,7 +105,7 @@ def main(argv=None) -> None:
 
     from driftrec_jax import metrics
     from driftrec_jax.data import jpeg_roundtrip
-    from driftrec_jax.evaluate import center_crops
+    from driftrec_jax.validation import center_crops
     from driftrec_jax.models import ModelLoadError, bundled_model_path, load_model
 
     try:
@@ -113,7 +113,7 @@ def main(argv=None) -> None:
         originals = center_crops(args.folder, args.max_images, args.crop)
     except (ModelLoadError, OSError, ValueError) as e:
         raise SystemExit(f"trajectory_diagnostic: {e}")
-    if task.sde is None:
+    if getattr(task, "sde", None) is None:  # only DriftRec models have an SDE to follow
         raise SystemExit("trajectory_diagnostic: the model is a regression baseline, not a DriftRec score model")
 
     x0 = jnp.asarray(originals, jnp.float32) / 255.0

@@ -19,7 +19,7 @@ import skimage.data
 from flax import linen as nn
 from PIL import Image
 
-from driftrec_jax import ddrm, jpeg, train_lib
+from driftrec_jax import ddrm, jpeg, tasks, train_lib
 
 QUALITY = 10
 
@@ -265,19 +265,19 @@ class _ToyEps(nn.Module):
 def test_eps_task_trains_with_train_lib(tiny):
     spec = {"network": dict(TINY), "overrides": {}, "variant": "ddrm_eps", "dtype": "float32",
             "ddrm": {"max_train_timestep": 300}}
-    task = ddrm.build_eps_task(spec)
-    assert task.max_train_timestep == 300 and task.model == tiny[0]
-    assert not task.is_regression and task.input_channels() == 3 and task.sde is None
+    task = tasks.build_task(spec)
+    assert isinstance(task, tasks.DDRMTask) and task.max_train_timestep == 300 and task.model == tiny[0]
+    assert task.needs_tables and task.input_channels() == 3 and task.sampler_names == ("ddrm",)
     shapes = jax.eval_shape(lambda k: task.init_params(k, 16), jax.random.PRNGKey(0))
     assert jax.tree.structure(shapes) == jax.tree.structure(tiny[1])
     with pytest.raises(ValueError, match="ddrm_eps"):
-        ddrm.build_eps_task(dict(spec, variant="score"))
+        tasks.build_task(dict(spec, variant="eps"))
     with pytest.raises(ValueError, match="unknown ddrm field"):
-        ddrm.build_eps_task(dict(spec, ddrm={"gamma": 1.0}))
+        tasks.build_task(dict(spec, ddrm={"gamma": 1.0}))
 
     from ml_collections import ConfigDict
 
-    toy = ddrm.EpsTask(model=_ToyEps(), max_train_timestep=300)
+    toy = tasks.DDRMTask(model=_ToyEps(), max_train_timestep=300)
     optim = ConfigDict({"lr": 1e-2, "weight_decay": 0.0, "ema_decay": 0.999})
     tx = train_lib.make_optimizer(optim)
     state = train_lib.create_train_state(toy, tx, jax.random.PRNGKey(0), image_size=16)
@@ -298,7 +298,7 @@ def test_training_sample_grid_restores_with_each_images_quality(tiny):
     from driftrec_jax import train_cli
 
     net, params, _ = tiny
-    task = ddrm.EpsTask(model=net)
+    task = tasks.DDRMTask(model=net)
     clean = np.stack([_photo(16, 16), _photo(16, 16, top=300, left=40)])
     quality = np.array([10, 0])  # quality 0: libjpeg's tables of quality 1
     luma, chroma = jpeg.quality_to_tables_jnp(jnp.asarray(np.maximum(quality, 1)))
@@ -307,8 +307,9 @@ def test_training_sample_grid_restores_with_each_images_quality(tiny):
     key = jax.random.PRNGKey(3)
     grid = train_cli._sample_grid(task, params, batch, None, key, 2)
     assert grid.shape == (32, 48, 3)
-    restorer = train_cli._SAMPLERS[(task, "ddrm")]
-    want, nfe = restorer.tiles(params, jnp.asarray(y), (luma, chroma), jax.random.split(key, 2), "4:2:0")
+    # The task's restorer with DDRM-JPEG's default 20 steps (the grid's, memoised: no second compilation).
+    restorer = task.tile_restorer(task.default_setting(), subsampling="4:2:0")
+    want, nfe = restorer(params, jnp.asarray(y), jax.random.split(key, 2), (luma, chroma))
     assert int(nfe[0]) == ddrm.NUM_STEPS
     np.testing.assert_allclose(grid[:16, 16:32], np.clip(np.asarray(want[0]), 0, 1), atol=1e-6)
     np.testing.assert_allclose(grid[16:, 16:32], np.clip(np.asarray(want[1]), 0, 1), atol=1e-6)

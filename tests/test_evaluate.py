@@ -178,13 +178,15 @@ def test_jpeg_row_equals_metrics_of_the_evaluation_pairs(setup, first_run):
 def test_second_run_recomputes_nothing(first_run, capsys):
     cache = os.path.join(first_run["out"], "cache.jsonl")
     lines, mtime = open(cache).read().count("\n"), os.path.getmtime(cache)
-    restorers = dict(E._RESTORERS)
+    from driftrec_jax import tasks
+
+    restorers = dict(tasks._RESTORERS)
     capsys.readouterr()
     assert cli.main(first_run["argv"]) == 0
     assert "0 image results computed, 24 read from" in capsys.readouterr().err
     assert open(cache).read().count("\n") == lines  # no per-image result appended
     assert os.path.getmtime(cache) == mtime
-    assert E._RESTORERS.keys() == restorers.keys()  # no sampler was even built
+    assert tasks._RESTORERS.keys() == restorers.keys()  # no sampler was even built
     with open(os.path.join(first_run["out"], "results.json")) as f:
         assert json.load(f)["rows"] == first_run["rows"]
 

@@ -92,7 +92,8 @@ def folder_run(files):
 
 
 def test_options_match_samplers_and_help_gives_defaults():
-    assert restore_cli.SAMPLER_NAMES == tuple(samplers.SAMPLERS)
+    # DriftRec's samplers, then those of the other methods (the model's task decides which apply).
+    assert restore_cli.SAMPLER_NAMES == tuple(samplers.SAMPLERS) + ("ddrm", "i2sb")
     assert sampler_settings.DEFAULT_STEPS["em"] == samplers.DEFAULT_STEPS
     assert restore_cli.DEFAULT_EPS == samplers.DEFAULT_EPS
     from driftrec_jax import ddrm

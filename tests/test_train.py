@@ -278,7 +278,7 @@ def test_every_shipped_config_loads_and_the_small_ones_share_their_setup():
         c = configs[name] = config_lib.load_config(name)
         data.DataConfig.from_any(dict(c.data.to_dict(), source=c.data.source or "x"))  # validates every field
         spec = models.model_spec(c)
-        assert spec["variant"] in ("score", "regression", "ddrm_eps"), name
+        assert spec["variant"] in ("score", "regression", "ddrm_eps", "i2sb"), name
     ouve, reg, ddrm = configs["small_ouve"], configs["small_regression"], configs["ddrm_uncond_small"]
     assert (reg.model.variant, ddrm.model.variant) == ("regression", "ddrm_eps")
     for other in (reg, ddrm):  # built on small_ouve: same network preset, data and optimiser

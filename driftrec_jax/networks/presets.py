@@ -33,6 +33,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 ALL_VARIANTS: dict[str, dict[str, Any]] = {
     **VARIANTS,
     "ddrm_eps": dict(in_channels=3, conditional=True, scale_by_sigma=False),
+    # I²SB's network (driftrec_jax.tasks.I2SBTask): concat(x_n, y), or x_n alone ('i2sb_xn'),
+    # conditioned on σ_n, output not divided by σ.
+    "i2sb": dict(in_channels=6, conditional=True, scale_by_sigma=False),
+    "i2sb_xn": dict(in_channels=3, conditional=True, scale_by_sigma=False),
 }
 
 _FIELDS = ("nf", "ch_mult", "num_res_blocks", "attn_resolutions", "image_size", "fourier_scale",
@@ -66,8 +70,8 @@ def network_config(name_or_dict: Union[str, Mapping[str, Any]]) -> dict[str, Any
 
 def make_network(name_or_dict: Union[str, Mapping[str, Any]] = "paper", variant: str = "score",
                  dtype=jnp.float32) -> NCSNpp:
-    """Build an :class:`NCSNpp` from a preset (or overrides) for ``variant`` 'score', 'regression' or
-    'ddrm_eps' (`ALL_VARIANTS`).
+    """Build an :class:`NCSNpp` from a preset (or overrides) for ``variant`` 'score', 'regression',
+    'ddrm_eps', 'i2sb' or 'i2sb_xn' (`ALL_VARIANTS`).
 
     ``dtype`` is the compute dtype (e.g. ``jnp.bfloat16``); parameters stay float32.
     """
