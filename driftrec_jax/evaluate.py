@@ -487,8 +487,9 @@ def _index(pair: dict) -> int:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", "-c", action="append", default=[], metavar="[LABEL=]PATH",
-                        help="model file or training workdir (repeatable): DriftRec, regression (one row) "
-                             "or a DDRM ε model (DDRM-JPEG rows, with the tables of each protocol's JPEGs)")
+                        help="model file or training workdir (repeatable): DriftRec, regression (one row), "
+                             "a DDRM ε model (DDRM-JPEG rows, with the tables of each protocol's JPEGs) or an "
+                             "I²SB model (rows of its i2sb settings)")
     parser.add_argument("--baseline", action="append", default=[], metavar="[LABEL=]PATH",
                         help="regression baseline model file or workdir (repeatable; same as --checkpoint)")
     parser.add_argument("--data", "-d", nargs="+", required=True, metavar="FOLDER", help="image folder(s)")
@@ -510,7 +511,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler-settings", nargs="*", default=[], metavar="SETTING",
                         help="several settings NAME[:STEPS|:TOL][:ETA][@GRID][xK]: e.g. ddim:6 ddim:10:0 "
                              "dpm2m:6@edm em:100 ode:1e-3; 'xK' averages K samples (em:100x4); "
-                             "ddrm:20x8 for DDRM models (default: ddrm:20 with each K used elsewhere)")
+                             "ddrm:20x8 for DDRM models, i2sb:100 for I²SB models (default for those: ddrm:20 / "
+                             "i2sb:100 with each K used elsewhere); each model gets the settings of its own samplers")
     parser.add_argument("--samples", nargs="*", type=int, default=[], metavar="K",
                         help="also average K samples for every setting (e.g. 1 2 4 8: the perception-distortion curve)")
     parser.add_argument("--eps", type=float, default=0.03, help="last time of the reverse process (paper 0.03)")
