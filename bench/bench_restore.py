@@ -18,6 +18,10 @@ Parts (each prints a Markdown table; run them one at a time to keep each run sho
               the prior draw and colour correction are negligible).
   big         one 6000×4000 JPEG through `driftrec restore` (default tile 256, overlap 32, batch 8):
               wall time and peak memory (maximum resident set size) of the process.
+  devices     the tile engine (`engine.TileEngine`) with --settings[0] on the first N devices for
+              each --devices N (default 1 and all): --per-device tiles per device and call, tiles
+              and network evaluations per second, speed-up over the first count. On a GPU/TPU
+              machine: python bench/bench_restore.py --parts devices --per-device 8
   samplers    the tile restorer of `driftrec restore` for each --settings sampler setting
               (default: the few-step samplers at their default steps and em:100), one batch of --batches[0]
               256² tiles: compile seconds, seconds per tile (whole sampler, not extrapolated),
@@ -181,6 +185,41 @@ def bench_throughput(network: str, size: int, batches: list[int], steps: int, re
             "|---|---|---|---|---|---|---|", *rows]
 
 
+def bench_devices(network: str, size: int, per_device: int, setting_text: str, calls: int, counts) -> list[str]:
+    """The tile engine of `driftrec restore` on meshes of 1 ... all devices: tiles per second."""
+    from driftrec_jax import engine, models, parallel
+    from driftrec_jax.sampler_settings import parse_setting
+
+    with tempfile.TemporaryDirectory() as d:
+        random_model(Path(d) / "m.msgpack", network)
+        task, params, _ = models.load_model(str(Path(d) / "m.msgpack"))
+    setting = parse_setting(setting_text)
+    fn = task.tile_restorer(setting, eps=0.03, color_correction=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    base = None
+    for n in counts:
+        eng = engine.TileEngine(fn, params, mesh=parallel.make_mesh(n), tile=size, overlap=0, batch_size=per_device)
+        compile_s = eng.compile()
+        images = rng.random((eng.global_rows, size, size, 3), dtype=np.float32)  # one tile each
+
+        def sources(k):
+            return (engine.Source(f"{k}-{i}", images[i]) for i in range(eng.global_rows))
+
+        list(eng.run(sources(-1)))  # warm-up call
+        t0 = time.perf_counter()
+        nfe = [r.nfe for k in range(calls) for r in eng.run(sources(k))]
+        t = time.perf_counter() - t0
+        rate = len(nfe) / t
+        base = base or rate
+        rows.append(f"| {n} | {eng.global_rows} | {compile_s:.1f} | {t / calls:.2f} | {rate:.2f} | "
+                    f"{rate * float(np.mean(nfe)):.1f} | {rate / base:.2f} |")
+    return [f"network `{network}` (random weights), `{setting.key}`, {size}² tiles, {per_device} per device and call, "
+            f"{calls} calls timed after a warm-up call (`engine.TileEngine`: batches sharded over the mesh)", "",
+            "| devices | tiles per call | compile s | s per call | tiles/s | NFE/s | speed-up |",
+            "|---:|---:|---:|---:|---:|---:|---:|", *rows]
+
+
 def bench_samplers(network: str, size: int, batch: int, settings: list[str], repeats: int) -> list[str]:
     import jax
 
@@ -234,7 +273,8 @@ def bench_big(tmp: Path, network: str, steps: int, batch: int, overrides: dict |
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", default="startup,throughput", help="comma-separated: startup, throughput, big, samplers")
+    ap.add_argument("--parts", default="startup,throughput",
+                    help="comma-separated: startup, throughput, big, samplers, devices")
     ap.add_argument("--network", default="small", help="network of the startup and throughput parts")
     ap.add_argument("--size", type=int, default=256, help="tile side of the throughput part")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes of the throughput part")
@@ -248,6 +288,10 @@ def main() -> int:
                     help='network overrides of the big part as JSON, e.g. \'{"ch_mult": [1], "attn_resolutions": []}\'')
     ap.add_argument("--settings", nargs="+", default=["sde-dpm2m:8", "ddim:5", "dpm2m:8", "em:100"],
                     help="sampler settings of the samplers part (driftrec evaluate's text form)")
+    ap.add_argument("--devices", type=int, nargs="+", default=None,
+                    help="devices part: device counts to time (default: 1 and all)")
+    ap.add_argument("--per-device", type=int, default=8, help="devices part: tiles per device and call")
+    ap.add_argument("--calls", type=int, default=3, help="devices part: timed calls per device count")
     ap.add_argument("--pause-pid", type=int, default=None, help="process to SIGSTOP while benchmarking")
     args = ap.parse_args()
 
@@ -265,6 +309,11 @@ def main() -> int:
                                         compare_plain=not args.no_plain)
             elif part == "samplers":
                 out += bench_samplers(args.network, args.size, args.batches[0], args.settings, args.repeats)
+            elif part == "devices":
+                import jax
+
+                counts = args.devices or sorted({1, jax.device_count()})
+                out += bench_devices(args.network, args.size, args.per_device, args.settings[0], args.calls, counts)
             elif part == "big":
                 (tmp / "big").mkdir()
                 out += bench_big(tmp / "big", args.big_network, args.big_steps, args.big_batch, args.big_overrides)

@@ -6,6 +6,22 @@ Layers, bottom-up (nothing imports upward):
   -> train_lib, images
   -> evaluate, cli
 Importing the package itself is cheap: submodules are imported on use.
+
+The Python API (driftrec_jax.api):
+
+    r = driftrec_jax.load("driftrec")     # bundled model, model file or training workdir
+    clean = r.restore(jpeg_pixels, sampler="sde-dpm2m:8", seed=0)
+    r.restore_files(["photo.jpg"], "restored/")
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["load", "Restorer"]
+
+
+def __getattr__(name):
+    if name in ("load", "Restorer"):  # imported on use, as the submodules
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'driftrec_jax' has no attribute {name!r}")

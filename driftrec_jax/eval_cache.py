@@ -28,9 +28,10 @@ class Cache:
 
     key = staticmethod(cache_key)
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, writable: bool = True):
         self.path = path
         self.rows: dict[str, dict] = {}
+        self._f = None
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 for line in f:
@@ -39,6 +40,8 @@ class Cache:
                     except json.JSONDecodeError:  # a line cut short by a killed run
                         continue
                     self.rows[row["key"]] = row
+        if not writable:  # a process other than 0 of a multi-process evaluation: process 0 writes
+            return
         self._f = open(path, "a", encoding="utf-8")
         if self._f.tell() > 0:
             with open(path, "rb") as f:
@@ -51,11 +54,13 @@ class Cache:
 
     def put(self, row: dict) -> None:
         self.rows[row["key"]] = row
-        self._f.write(json.dumps(row, sort_keys=True) + "\n")
-        self._f.flush()
+        if self._f is not None:
+            self._f.write(json.dumps(row, sort_keys=True) + "\n")
+            self._f.flush()
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
 
 class Features:

@@ -21,7 +21,8 @@ folder without cache.jsonl that already holds one of those names is refused unle
 (`check_out_folder`); nothing is written outside --out, and every file is written atomically.
 
 Determinism: the noise of every tile is drawn from a key folded from --seed, the protocol, the
-image's name (relative to its folder) and the tile's index, never from its batch position; the
+image's name (relative to its folder) and the tile's index (`source_id`, the rule of
+`engine.tile_key`), never from its batch position, the number of devices or processes; the
 result of an image does not depend on which other images were restored with it, or whether the
 run was resumed. Restored images are clipped to [0, 1] and rounded to 8 bits (what saving a PNG does)
 before they are measured.
@@ -37,14 +38,12 @@ DriftRec authors' (`--convention`).
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import hashlib
+import json
 import os
 import sys
-import time
-import zlib
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -155,61 +154,22 @@ def protocol_tables(protocol: Protocol, mode: str) -> tuple[tuple[np.ndarray, np
     return pillow_tables(protocol.quality, gray=mode == "gray")
 
 
-def _image_key(seed: int, *parts: str):
-    import jax
+def source_id(protocol: Protocol, name: str) -> str:
+    """The identity of an evaluation image for the engine's key rule (`engine.tile_key`): its
+    protocol and name, so tile k of it draws fold_in(fold_in(PRNGKey(seed), crc32(protocol.key +
+    "\\x1f" + name) & 0x7FFFFFFF), k) whatever else is evaluated with it."""
+    return f"{protocol.key}\x1f{name}"
 
-    tag = zlib.crc32("\x1f".join(parts).encode("utf-8")) & 0x7FFFFFFF
-    return jax.random.fold_in(jax.random.PRNGKey(seed), tag)
 
+def _shared_rows(mine: list[tuple[int, dict]]) -> list[dict]:
+    """Rows computed by every process ((index, row) each), on every process, in index order."""
+    from . import parallel
 
-class _TileFeeder:
-    """Hands `restore_images` a restore_batch(tiles) that knows, in order, whose tiles it gets.
-
-    `restore_images` extracts the tiles of the images it pulls in order and calls restore_batch
-    whenever a batch is full; registering every tile of an image (with its key) before the image
-    is handed over keeps this FIFO aligned with the batches. Time and NFE are attributed to the
-    images owning the real (non-padding) tiles of each batch.
-    """
-
-    def __init__(self, fn, params, batch_size: int, tables=None):
-        import jax
-
-        self.fn, self.params, self.batch_size = fn, params, batch_size
-        self.queue: collections.deque[tuple[dict, Any]] = collections.deque()
-        self.dummy = jax.random.PRNGKey(0)
-        # The restorer's aux: the (luma, chroma) tables of every tile, for tasks that need them.
-        self.aux = None if tables is None else tuple(
-            np.broadcast_to(np.asarray(t, np.int32), (batch_size, 8, 8)) for t in tables)
-
-    def register(self, owner: dict, keys: Sequence) -> None:
-        owner.setdefault("seconds", 0.0)
-        owner.setdefault("nfe_sum", 0.0)
-        owner.setdefault("tiles", 0)
-        self.queue.extend((owner, k) for k in keys)
-
-    def warm_up(self, tile: int) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        tiles = jnp.zeros((self.batch_size, tile, tile, 3), jnp.float32)
-        keys = jnp.stack([self.dummy] * self.batch_size)
-        jax.block_until_ready(self.fn(self.params, tiles, keys, self.aux))
-
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        import jax.numpy as jnp
-
-        n = min(self.batch_size, len(self.queue))
-        taken = [self.queue.popleft() for _ in range(n)]
-        keys = jnp.stack([k for _, k in taken] + [self.dummy] * (self.batch_size - n))
-        start = time.perf_counter()
-        x, nfe = self.fn(self.params, jnp.asarray(tiles), keys, self.aux)
-        x, nfe = np.asarray(x), np.asarray(nfe)
-        share = (time.perf_counter() - start) / max(n, 1)
-        for i, (owner, _) in enumerate(taken):
-            owner["seconds"] += share
-            owner["nfe_sum"] += float(nfe[i])
-            owner["tiles"] += 1
-        return x
+    if parallel.process_count() == 1:
+        return [row for _, row in sorted(mine, key=lambda t: t[0])]
+    blobs = parallel.gather_bytes(json.dumps(mine).encode("utf-8"))
+    rows = [tuple(item) for blob in blobs for item in json.loads(blob.decode("utf-8"))]
+    return [row for _, row in sorted(rows, key=lambda t: t[0])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +251,7 @@ def evaluate(
     save_images: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    devices: int | None = None,
 ) -> dict:
     """Run the evaluation and write the tables; returns {"rows", "per_image", "computed", "cached"}.
 
@@ -305,9 +266,17 @@ def evaluate(
     and rewrites the tables. A folder without cache.jsonl that already holds one of the files or
     folders evaluate writes (OUT_NAMES) is refused (ValueError) unless `overwrite`; evaluate
     writes nothing outside `out`. Every file is written atomically (`images.atomic_write`).
+
+    Restoration runs on the tile engine (`engine.TileEngine`): `batch_size` tiles per device and
+    call on the mesh of every device of every process (`devices`: the first N devices of one
+    process). With several processes every process measures and restores its share of the images
+    of each table (every P-th), the rows are gathered, and process 0 writes the cache and the
+    tables (the others' results are the same rows; saved images and features are written by the
+    process that made them).
     """
-    from .images import count_tiles, restore_images
+    from . import engine, parallel
     from .plots import example_path
+    from .tiling import count_tiles
 
     if not protocols:
         raise ValueError("nothing to evaluate: give --quality and/or --double")
@@ -320,13 +289,21 @@ def evaluate(
     if convention != "auto" and convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; choose auto or {', '.join(CONVENTIONS)}")
     check_out_folder(out, overwrite)
-    os.makedirs(out, exist_ok=True)
     labels = [c.label for c in checkpoints]
     if len(set(labels)) != len(labels) or "JPEG" in labels:
         raise ValueError(f"checkpoint labels must be unique and not 'JPEG', got {labels}")
     methods = _methods(checkpoints, settings)
     fingerprints = {c.path: _fingerprint(c.path) for c in checkpoints}
-    cache = _Cache(os.path.join(out, "cache.jsonl"))
+    mesh = parallel.make_mesh(devices)
+    main, rank, nproc = parallel.is_main_process(), parallel.process_index(), parallel.process_count()
+    parallel.barrier("evaluate: out folder checked")  # by every process before process 0 writes into it
+    if main:
+        os.makedirs(out, exist_ok=True)
+        cache = _Cache(os.path.join(out, "cache.jsonl"))
+    parallel.barrier("evaluate: cache ready")
+    if not main:  # read what process 0's cache holds now; only process 0 appends to it
+        cache = _Cache(os.path.join(out, "cache.jsonl"), writable=False)
+    parallel.barrier("evaluate: cache read")
     features = _Features(os.path.join(out, "features")) if fid else None
     counts = {"computed": 0, "cached": 0}
     per_image: list[dict] = []
@@ -339,7 +316,7 @@ def evaluate(
         folder_info.append((folder, m, conv, n))
     total = sum(n for *_, n in folder_info) * len(protocols) * (1 + len(methods))
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc="evaluate", unit="img", dynamic_ncols=True)
@@ -360,7 +337,10 @@ def evaluate(
                 crop_tag = f"|crop{crop}" if crop else ""
                 # The JPEG row.
                 jpeg_key = f"JPEG|{conv}{crop_tag}"
+                mine = []  # (index, row) of this process's images
                 for pair in _pairs(folder, protocol, m, seed, max_images, crop):
+                    if _index(pair) % nproc != rank:  # another process's image
+                        continue
                     key = _Cache.key(jpeg_key, folder_id, protocol.key, pair["name"])
                     row = _complete(cache.get(key))
                     if features is not None:
@@ -371,13 +351,17 @@ def evaluate(
                                    num_samples=0, image=pair["name"], nfe=0.0, seconds=0.0,
                                    height=pair["clean"].shape[0], width=pair["clean"].shape[1],
                                    **measure(pair["jpeg"], pair["clean"], conv, lpips))
-                        cache.put(row)
                         if save_images and _index(pair) < save_images:
                             save_png(example_path(out, folder_key, protocol.key, "JPEG", pair["name"]), pair["jpeg"])
                             save_png(example_path(out, folder_key, protocol.key, "original", pair["name"]), pair["clean"])
-                        record(row, False)
+                        mine.append((_index(pair), dict(row, _new=True)))
                     else:
-                        record(row, True)
+                        mine.append((_index(pair), row))
+                for row in _shared_rows(mine):
+                    new = row.pop("_new", False)
+                    if new:
+                        cache.put(row)
+                    record(row, not new)
                 # Every checkpoint x setting.
                 for ck, task, params, setting in methods:
                     method_key = "|".join([
@@ -399,37 +383,42 @@ def evaluate(
                         tables, subsampling = protocol_tables(protocol, m)
                     fn = task.tile_restorer(setting, eps=eps, color_correction=color_correction,
                                             subsampling=subsampling)
-                    feeder = _TileFeeder(fn, params, batch_size, tables)
-                    feeder.warm_up(tile)  # compile outside the timed calls
+                    eng = engine.TileEngine(fn, params, mesh=mesh, tile=tile, overlap=overlap,
+                                            batch_size=batch_size, tables=task.needs_tables)
+                    eng.compile()  # outside the timed calls
+                    local = [(i, item) for i, item in enumerate(todo) if i % nproc == rank]
+                    n_tiles = sum(count_tiles(item["jpeg"].shape[0], item["jpeg"].shape[1], tile, overlap)
+                                  for _, item in local)
+                    calls = int(eng.plan_calls(n_tiles)[0]) if nproc > 1 else None
 
-                    def stream(items=todo, feeder=feeder, protocol=protocol):
-                        import jax
-
-                        for item in items:
+                    def sources(local=local, protocol=protocol, tables=tables):
+                        for i, item in local:
                             y = item["jpeg"]
                             rgb = np.repeat(y, 3, -1) if y.shape[-1] == 1 else y
-                            n_tiles = count_tiles(rgb.shape[0], rgb.shape[1], tile, overlap)
-                            k_img = _image_key(seed, protocol.key, item["name"])
-                            feeder.register(item, [jax.random.fold_in(k_img, i) for i in range(n_tiles)])
-                            yield rgb.astype(np.float32)
+                            yield engine.Source(source_id(protocol, item["name"]), rgb.astype(np.float32), tables,
+                                                tag=(i, item))
 
                     method_label = ck.label
-                    for item, restored in zip(todo, restore_images(stream(), feeder, tile=tile, overlap=overlap,
-                                                                   batch_size=batch_size)):
+                    mine = []
+                    for result in eng.run(sources(), seed=seed, calls=calls):
+                        i, item = result.source.tag
+                        restored = result.image
                         row = dict(base, key=item["key"], method=method_label,
                                    kind=task.kind,
                                    setting=setting.key if setting else "", sampler=setting.label if setting else "",
                                    num_samples=setting.num_samples if setting else 1, image=item["name"],
-                                   nfe=item["nfe_sum"] / max(item["tiles"], 1), seconds=item["seconds"],
+                                   nfe=result.nfe, seconds=result.seconds,
                                    height=item["clean"].shape[0], width=item["clean"].shape[1],
                                    **measure(restored, item["clean"], conv, lpips))
-                        cache.put(row)
                         if features is not None:
                             features.ensure(item["key"], as_measured(restored, item["clean"].shape[-1]))
                         if save_images and _index(item) < save_images:
                             name = method_label + (f" {setting.key}" if setting else "")
                             x = as_measured(restored, item["clean"].shape[-1])
                             save_png(example_path(out, folder_key, protocol.key, name, item["name"]), x)
+                        mine.append((i, row))
+                    for row in _shared_rows(mine):
+                        cache.put(row)
                         record(row, False)
     finally:
         cache.close()
@@ -437,7 +426,8 @@ def evaluate(
             bar.close()
 
     rows = aggregate(per_image, features)
-    write_tables(rows, per_image, out)
+    if main:
+        write_tables(rows, per_image, out)
     return {"rows": rows, "per_image": per_image, **counts}
 
 
@@ -520,7 +510,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="noise and double-JPEG shifts (default 0)")
     parser.add_argument("--tile", type=int, default=256, help="tile side for restoration (default 256)")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap (default 32)")
-    parser.add_argument("--batch-size", type=int, default=8, help="tiles per network batch (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="tiles per device and network call (default 8; calls hold this times the devices)")
+    parser.add_argument("--devices", type=int, default=None, metavar="N",
+                        help="restore on the first N devices of one process (default: every device of every "
+                             "process; several processes share the images, process 0 writes the tables)")
     parser.add_argument("--mode", choices=("auto", "rgb", "gray"), default="auto",
                         help="colour handling; auto: gray when a folder's first image is single-channel")
     parser.add_argument("--convention", choices=("auto",) + tuple(CONVENTIONS), default="auto",
@@ -569,7 +563,10 @@ def _settings_from_args(args) -> list[SamplerSetting]:
 
 
 def run(args) -> int:
+    from . import parallel
     from .models import ModelLoadError
+
+    parallel.initialize_distributed()  # a no-op unless launched as one of several processes
 
     try:
         checkpoints = [parse_checkpoint(c) for c in args.checkpoint + args.baseline]
@@ -584,10 +581,13 @@ def run(args) -> int:
                           color_correction=not args.no_color_correction, mode=args.mode,
                           convention=args.convention, max_images=args.max_images, crop=args.crop,
                           lpips=not args.no_lpips,
-                          fid=args.fid, save_images=save, progress=not args.quiet, overwrite=args.overwrite)
+                          fid=args.fid, save_images=save, progress=not args.quiet, overwrite=args.overwrite,
+                          devices=args.devices)
     except (ValueError, ModelLoadError, FileNotFoundError) as err:
         print(f"driftrec evaluate: {err}", file=sys.stderr)
         return 2
+    if not parallel.is_main_process():
+        return 0
     print(markdown_table(result["rows"]))
     print(f"{result['computed']} image results computed, {result['cached']} read from {args.out}/cache.jsonl",
           file=sys.stderr)

@@ -103,6 +103,17 @@ def _connect(mesh: Mesh) -> None:
     _CONNECTED.add(key)
 
 
+def local_mesh() -> Mesh:
+    """A ``('data',)`` mesh over this process's own devices, for work only this process does
+    (sample grids and validation on process 0 of a training job)."""
+    return Mesh(np.asarray(jax.local_devices()), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def local_device_count(mesh: Mesh) -> int:
+    """How many of the mesh's devices belong to this process."""
+    return sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+
 def data_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over the mesh."""
     return NamedSharding(mesh, P(DATA_AXIS))
@@ -132,6 +143,60 @@ def global_batch(local: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), local)
 
 
+def local_rows(x: jax.Array) -> np.ndarray:
+    """This process's rows of an array sharded along ``'data'`` (all rows in one process), in order:
+    what it fed with :func:`global_batch`."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    parts, seen = [], set()
+    for s in shards:
+        start = s.index[0].start or 0
+        if start not in seen:  # a row block held by several devices (replicated axes) once
+            seen.add(start)
+            parts.append(np.asarray(s.data))
+    return np.concatenate(parts)
+
+
+def values_of_processes(values) -> np.ndarray:
+    """An int64 vector of every process, stacked in process order: (process_count, n). A small
+    all-gather (itself with one process)."""
+    values = np.asarray(values, np.int64).reshape(-1)
+    if jax.process_count() == 1:
+        return values[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(values)).reshape(jax.process_count(), -1)
+
+
+def process_max(values) -> np.ndarray:
+    """Elementwise maximum of an int64 vector over all processes: how processes agree, without
+    other communication, on how often to call a sharded function."""
+    return values_of_processes(values).max(0)
+
+
+def gather_bytes(blob: bytes) -> list[bytes]:
+    """Every process's `blob`, in process order, on every process: an all-gather of byte strings
+    of any lengths (per-image result rows to process 0)."""
+    if jax.process_count() == 1:
+        return [bytes(blob)]
+    from jax.experimental import multihost_utils
+
+    sizes = values_of_processes([len(blob)])[:, 0]
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: len(blob)] = np.frombuffer(blob, np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(padded)).reshape(jax.process_count(), -1)
+    return [gathered[p, : int(sizes[p])].tobytes() for p in range(jax.process_count())]
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the same point (no-op with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Place a pytree on every device of the mesh."""
     return jax.device_put(tree, replicated(mesh))
@@ -147,3 +212,25 @@ def local_copy(tree: Any) -> Any:
 def is_main_process() -> bool:
     """Only process 0 writes logs, sample grids and checkpoint metadata."""
     return jax.process_index() == 0
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def share(items, index: int | None = None, count: int | None = None) -> list:
+    """This process's share of a list that every process holds in the same order: the items at
+    positions index, index + count, ... (round robin, so sizes mixed through a sorted folder
+    spread evenly)."""
+    index = jax.process_index() if index is None else index
+    count = jax.process_count() if count is None else count
+    return list(items)[index::count]
+
+
+def platform(mesh: Mesh | None = None) -> str:
+    """'cpu', 'gpu' or 'tpu': the kind of the mesh's devices (default: JAX's default backend)."""
+    return jax.default_backend() if mesh is None else mesh.devices.flat[0].platform

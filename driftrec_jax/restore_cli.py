@@ -6,8 +6,9 @@
     driftrec restore photo.jpg -o OUTDIR --checkpoint I2SB_MODEL [--steps N] [--num-samples K]
 
 INPUTs are image files or folders (searched recursively for image extensions). Every image is
-cut into overlapping tiles (`images.restore_images`); the tiles of consecutive images share
-fixed-shape batches that go through one compiled restorer, the model's `Task.tile_restorer`
+cut into overlapping tiles and restored by the tile engine (`engine.TileEngine`, on every device:
+batches sharded over the ('data',) mesh); the tiles of consecutive images share fixed-shape
+batches that go through one compiled restorer, the model's `Task.tile_restorer`
 (driftrec_jax.tasks). For a DriftRec model that is `samplers.sample`: the few-step
 exact-transition samplers of docs/SAMPLERS.md, the paper's Euler–Maruyama/Heun with N steps to ε
 (Sec. IV-F), or the probability-flow ODE with Dormand–Prince 5(4) at rtol = atol = --tol
@@ -21,12 +22,18 @@ a PNG named so that it is never an input (`images.output_paths`), atomically
 the user guide.
 
 Noise and seeds: the random key of tile number k (row-major order) of an input file named NAME is
+the engine's rule (`engine.tile_key`, source id = the base name)
 
-    fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k)
+    fold_in(fold_in(PRNGKey(seed), crc32(NAME) & 0x7FFFFFFF), k)
 
 so the same seed gives the same image whatever else is restored in the same run, in whatever
-order and with whatever --batch-size (each tile is sampled on its own under `jax.vmap`; the ODE
-solver adapts its step size per tile).
+order, with whatever --batch-size, on however many devices and processes (each tile is sampled
+on its own under `jax.vmap`; the ODE solver adapts its step size per tile).
+
+Several processes (`python -m driftrec_jax.launch`, SLURM, a TPU pod): every process lists the
+inputs, takes every P-th file (`parallel.share`), checks, restores and writes those; the batches
+are sharded over the devices of all processes; process 0 shows the progress of its files and
+prints the summary of all.
 
 Start-up: nothing here imports TensorFlow, and JAX's persistent compilation cache is kept in
 $DRIFTREC_CACHE_DIR, else $XDG_CACHE_HOME/driftrec_jax/jax, else ~/.cache/driftrec_jax/jax, so a
@@ -46,15 +53,13 @@ model file, bad tiling options, an output folder that is a file or cannot be wri
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import os
 import sys
 import time
-import zlib
 from pathlib import Path
 
-from . import sampler_settings
+from . import engine, sampler_settings
 from .image_files import IMAGE_EXTENSIONS, list_image_folder
 
 PROG = "driftrec restore"
@@ -65,20 +70,16 @@ SAMPLER_NAMES = tuple(sampler_settings.SAMPLERS)  # which apply to a model: its 
 DEFAULT_EPS = sampler_settings.DEFAULT_EPS
 DEFAULT_TOL = sampler_settings.DEFAULT_TOL  # paper Table VI: about 26 network evaluations at 1e-3
 METHODS = ("driftrec", "ddrm", "i2sb")  # `tasks.Task.method` of the model classes
-# Tiles per batch when --batch-size is not given: on the CPU a batch of one 256² tile runs at the
-# highest rate (BENCHMARKS.md: 0.92 vs 0.64 network evaluations/s for 8), on accelerators 8.
-DEFAULT_BATCH_ACCELERATOR = 8
-DEFAULT_BATCH_CPU = 1
+# Tiles per device and call when --batch-size is not given (driftrec_jax.engine).
+DEFAULT_BATCH_ACCELERATOR = engine.DEFAULT_BATCH_ACCELERATOR
+DEFAULT_BATCH_CPU = engine.DEFAULT_BATCH_CPU
+# DDRM chroma layouts (ddrm.file_tables; gray files are 4:4:4), restored in this order.
+DDRM_LAYOUTS = ("4:2:0", "4:4:4")
 DDRM_DEFAULT_STEPS = sampler_settings.DEFAULT_STEPS["ddrm"]  # = ddrm.NUM_STEPS (DDRM-JPEG paper Sec. 4)
 
 # File extensions picked up when an input is a folder (case-insensitive): IMAGE_EXTENSIONS of
 # driftrec_jax.image_files, the same for training and evaluation. Files named explicitly are
 # always tried, whatever their extension.
-
-# Compiled restorers of this process, keyed by (task, setting, options, batch shape): a second
-# `run` in the same process (tests, notebooks) reuses them.
-_COMPILED: dict = {}
-
 
 class UsageError(Exception):
     """A mistake in the command line (exit status 2)."""
@@ -96,7 +97,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "exit status: 0 all restored (or skipped); 1 some input failed or its output exists\n"
         "  (one line each on stderr, the rest is restored); 2 usage error.\n"
         "seeds: tile k (row-major) of a file named NAME uses the random key\n"
-        "  fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k).\n"
+        "  fold_in(fold_in(PRNGKey(seed), crc32(NAME) & 0x7FFFFFFF), k) (driftrec_jax.engine).\n"
+        "devices: every device of every process (a pod, or python -m driftrec_jax.launch);\n"
+        "  each process restores its share of the files (docs/RESTORE.md).\n"
         "compilation cache: $DRIFTREC_CACHE_DIR, else $XDG_CACHE_HOME/driftrec_jax/jax,\n"
         "  else ~/.cache/driftrec_jax/jax.\n"
         "samplers (network calls per tile; docs/RESTORE.md compares them):\n"
@@ -145,10 +148,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed; the same seed gives the same images (default: %(default)s)")
     parser.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
-                        help="tiles restored at once; on a GPU/TPU more is faster per tile but needs more "
-                             "memory; on a CPU one at a time is fastest (lowered to the number of tiles "
-                             f"when there are fewer; default: {DEFAULT_BATCH_ACCELERATOR} on a GPU/TPU, "
-                             f"{DEFAULT_BATCH_CPU} on a CPU)")
+                        help="tiles per device restored at once (N times the number of devices per call); "
+                             "on a GPU/TPU more is faster per tile but needs more memory; on a CPU one at a "
+                             "time is fastest (lowered when there are fewer tiles; default: "
+                             f"{DEFAULT_BATCH_ACCELERATOR} on a GPU/TPU, {DEFAULT_BATCH_CPU} on a CPU)")
+    parser.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                        help="restore on the first N devices only (one process; default: every device of "
+                             "every process)")
     parser.add_argument("--tile", type=_positive_int, default=256, metavar="PIXELS",
                         help="side of the square tiles the network sees; a multiple of 16 and of the "
                              "network's downsampling factor (default: %(default)s)")
@@ -297,13 +303,8 @@ def _setup_compile_cache(enabled: bool, warn) -> Path | None:
     return path
 
 
-def _name_hash(path: str) -> int:
-    """crc32 of the file's base name (UTF-8): the per-image part of the random key."""
-    return zlib.crc32(os.path.basename(path).encode("utf-8", "surrogateescape"))
-
-
 # --------------------------------------------------------------------------------------------
-# The compiled restorer
+# The sampler setting
 
 
 def _setting(args, default=None) -> "sampler_settings.SamplerSetting":
@@ -330,41 +331,10 @@ def _sampler_settings(args) -> dict:
     return settings
 
 
-def _tile_keys(base_key, ids):
-    """The key of every tile: fold_in(fold_in(base_key, id0), id1) for ids (B, 2) uint32 =
-    (crc32 of the file name, tile number) (module docstring)."""
-    import jax
-
-    fold = _COMPILED.get("tile_keys")
-    if fold is None:
-        fold = _COMPILED["tile_keys"] = jax.jit(jax.vmap(
-            lambda key, i: jax.random.fold_in(jax.random.fold_in(key, i[0]), i[1]), in_axes=(None, 0)))
-    return fold(base_key, ids)
-
-
-def _compiled_restorer(task, params, options: tuple, batch: int, tile: int, subsampling: str | None = None):
-    """The task's tile restorer (`Task.tile_restorer`; options = (setting, eps, colour
-    correction)) compiled ahead of time for (batch, tile, tile, 3) float32 tiles and (batch, 2)
-    keys (memoised per process); returns (compiled, seconds spent compiling, 0 when memoised).
-    A task that needs tables (`subsampling` given) takes the per-tile (luma, chroma) tables,
-    two (batch, 8, 8) int32 arrays, as its aux argument; the others None."""
-    import jax
-    import jax.numpy as jnp
-
-    setting, eps, color_correction = options
-    memo_key = (task, options, batch, tile, subsampling,
-                jax.tree.structure(params), tuple((a.shape, a.dtype) for a in jax.tree.leaves(params)))
-    if memo_key in _COMPILED:
-        return _COMPILED[memo_key], 0.0
-    start = time.perf_counter()
-    fn = task.tile_restorer(setting, eps=eps, color_correction=color_correction, subsampling=subsampling)
-    aux = None
-    if subsampling is not None:
-        aux = (jax.ShapeDtypeStruct((batch, 8, 8), jnp.int32),) * 2
-    compiled = fn.lower(params, jax.ShapeDtypeStruct((batch, tile, tile, 3), jnp.float32),
-                        jax.ShapeDtypeStruct((batch, 2), jnp.uint32), aux).compile()
-    _COMPILED[memo_key] = compiled
-    return compiled, time.perf_counter() - start
+def _tile_fn(task, setting, eps: float, color_correction: bool, subsampling: str | None):
+    """The restorer of one batch of tiles (the task's `tile_restorer`, driftrec_jax.tasks); a
+    function of its own so that tests can swap it."""
+    return task.tile_restorer(setting, eps=eps, color_correction=color_correction, subsampling=subsampling)
 
 
 def _ddrm_file_tables(path: str) -> tuple:
@@ -409,7 +379,7 @@ def _downsampling_factor(spec: dict) -> int:
 def run(args) -> int:
     """Restore `args.inputs` into `args.outdir` (options of `configure`); returns the exit status."""
     try:
-        return _run(args)
+        return restore(args)
     except UsageError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
@@ -418,12 +388,14 @@ def run(args) -> int:
         return 130
 
 
-def _run(args) -> int:
+def restore(args, model=None) -> int:
+    """The command on parsed options (those of `configure`), with `model` (an `api.Restorer`) in
+    place of loading --checkpoint when given; returns the exit status, raises UsageError."""
     from PIL import Image
 
     saved_limit = Image.MAX_IMAGE_PIXELS
     try:
-        return _restore(args)
+        return _restore(args, model)
     finally:
         Image.MAX_IMAGE_PIXELS = saved_limit
 
@@ -447,7 +419,7 @@ def _check_outdir(outdir: Path) -> None:
                          "choose another -o") from None
 
 
-def _restore(args) -> int:
+def _restore(args, model=None) -> int:
     from PIL import Image
 
     from . import images
@@ -465,8 +437,17 @@ def _restore(args) -> int:
         reasons = "; ".join(f"{p}: {r}" for p, r in problems)
         raise UsageError("no images found in the inputs" + (f" ({reasons})" if reasons else ""))
 
+    # Several processes (a pod; python -m driftrec_jax.launch): each checks, restores and writes its
+    # share of the files (every process lists them all, in the same order); process 0 reports.
+    from . import parallel
+
+    parallel.initialize_distributed()
+    main, several = parallel.is_main_process(), parallel.process_count() > 1
+    if several and args.devices is not None:
+        raise UsageError("--devices applies to a single process; several processes use all their devices")
+
     checkpoint = args.checkpoint
-    if checkpoint is None:
+    if model is None and checkpoint is None:
         from . import models
 
         checkpoint = models.bundled_model_path(args.method or "driftrec")
@@ -474,7 +455,7 @@ def _restore(args) -> int:
             what = "DDRM model" if args.method == "ddrm" else "model"
             raise UsageError(f"this installation has no bundled {what} ({checkpoint} is missing); "
                              "pass --checkpoint MODEL_FILE_OR_WORKDIR")
-    elif not os.path.exists(checkpoint):
+    elif model is None and not os.path.exists(checkpoint):
         raise UsageError(f"--checkpoint {checkpoint}: no such file or folder")
 
     try:
@@ -494,7 +475,7 @@ def _restore(args) -> int:
         else:
             write(f"{PROG}: {path}: {reason}")
 
-    for path, reason in problems:
+    for path, reason in problems if main else ():
         fail(path, reason)
 
     # Every input is opened and checked (header, size, pixel format) before anything is compiled;
@@ -504,7 +485,7 @@ def _restore(args) -> int:
     out_of = images.output_paths(files, outdir)
     sizes: dict = {}  # path -> (width, height) from the header
     todo, skipped = [], 0
-    for path in files:
+    for path in parallel.share(files):
         out = out_of[path]
         if os.path.lexists(out) and not args.overwrite:
             if args.skip_existing:
@@ -527,14 +508,19 @@ def _restore(args) -> int:
 
     # Before anything is compiled (JAX decides once per process whether the cache is used).
     _setup_compile_cache(args.compile_cache, write)
+    try:
+        mesh = parallel.make_mesh(args.devices)
+    except ValueError as err:
+        raise UsageError(f"--devices {args.devices}: {err}") from None
 
-    import jax
     import numpy as np
 
-    from . import models
+    from . import api, models
 
     try:
-        task, params, spec = models.load_model(checkpoint)
+        if model is None:
+            model = api.load(checkpoint)
+        task, params, spec = model.task, model.params, model.spec
     except models.ModelLoadError as err:
         raise UsageError(str(err)) from None
     except (KeyError, TypeError, ValueError) as err:  # a model file with a description we cannot build
@@ -566,28 +552,27 @@ def _restore(args) -> int:
             except ValueError as err:
                 fail(path, str(err))
         todo = usable
-    if not todo:  # nothing left to restore: nothing is compiled, no folder created
-        print(_summary(0, total_inputs, outdir, failed, skipped) + "; nothing to restore", file=sys.stderr)
-        return 1 if failed else 0
+    # Several processes agree on the work (each process's files, failures and tiles per group)
+    # with one all-gather; every process compiles the same restorers and makes the same calls.
+    layouts = list(DDRM_LAYOUTS) if task.needs_tables else [None]
+    group_of = {p: (tables_of[p][1] if task.needs_tables else None) for p in todo}
+    tiles_of = {p: images.count_tiles(sizes[p][1], sizes[p][0], args.tile, args.overlap) for p in todo}
+    local_tiles = [sum(tiles_of[p] for p in todo if group_of[p] == g) for g in layouts]
+    counts = parallel.values_of_processes([len(todo), failed, skipped, *local_tiles])
+    all_tiles = counts[:, 3:]
+    if not counts[:, 0].sum():  # nothing left to restore: nothing is compiled, no folder created
+        if main:
+            print(_summary(0, total_inputs, outdir, int(counts[:, 1].sum()), int(counts[:, 2].sum()))
+                  + "; nothing to restore", file=sys.stderr)
+        return 1 if counts[:, 1].sum() else 0
     _check_outdir(outdir)
 
-    total_tiles = sum(images.count_tiles(sizes[p][1], sizes[p][0], args.tile, args.overlap) for p in todo)
-    requested = args.batch_size
-    if requested is None:
-        requested = DEFAULT_BATCH_CPU if jax.default_backend() == "cpu" else DEFAULT_BATCH_ACCELERATOR
-    batch = max(1, min(requested, total_tiles))
-    options = (setting, args.eps, args.color_correction)
-
-    compiled, compile_s = (None, 0.0)
-    labels: collections.deque = collections.deque()  # (name hash, tile number) of tiles to come
-    written: collections.deque = collections.deque()  # (path, LoadedImage without pixels)
-    base_key = jax.random.PRNGKey(args.seed)
     nfe_total = nfe_max = tiles_done = 0
 
     def unread(path, reason) -> None:
         fail(path, reason)
-        if bar is not None and sizes.get(path):  # its tiles were counted from the header
-            bar.total -= images.count_tiles(sizes[path][1], sizes[path][0], args.tile, args.overlap)
+        if bar is not None:  # its tiles were counted from the header
+            bar.total -= tiles_of[path]
             bar.refresh()
 
     def stream(paths):
@@ -600,74 +585,54 @@ def _restore(args) -> int:
             except MemoryError:
                 unread(path, "not enough memory to read this image")
                 continue
-            h, w = loaded.shape
-            n = images.count_tiles(h, w, args.tile, args.overlap)
-            crc = _name_hash(path)
-            tables = tables_of[path][0] if task.needs_tables else None
-            labels.extend((crc, k, tables) for k in range(n))
             # Keep the format facts for writing, not the pixels (a zero-stride placeholder).
-            placeholder = np.broadcast_to(np.float32(0), loaded.rgb.shape)
-            written.append((path, dataclasses.replace(loaded, rgb=placeholder)))
+            like = dataclasses.replace(loaded, rgb=np.broadcast_to(np.float32(0), loaded.rgb.shape))
             rgb = loaded.rgb
             del loaded
-            yield rgb
+            tables = tables_of[path][0] if task.needs_tables else None
+            yield engine.Source(os.path.basename(path), rgb, tables, (path, like))
             del rgb
 
-    def restore_batch(tiles: np.ndarray) -> np.ndarray:
-        nonlocal nfe_total, nfe_max, tiles_done
-        real = min(len(labels), tiles.shape[0])
-        ids = np.zeros((tiles.shape[0], 2), np.uint32)
-        luma = np.ones((tiles.shape[0], 8, 8), np.int32)
-        chroma = np.ones((tiles.shape[0], 8, 8), np.int32)
-        for k in range(real):
-            crc, number, tables = labels.popleft()
-            ids[k] = crc, number
-            if tables is not None:
-                luma[k], chroma[k] = tables
-        aux = (luma, chroma) if task.needs_tables else None
-        x, nfe = compiled(params, tiles, _tile_keys(base_key, ids), aux)
-        nfe = np.asarray(nfe)[:real]
-        nfe_total += int(nfe.sum())
-        nfe_max = max(nfe_max, int(nfe.max(initial=0)))
-        tiles_done += real
-        return np.asarray(x)
-
+    total_tiles = sum(local_tiles)
     bar = None
-    if tqdm is not None:
+    if tqdm is not None and main:
         bar = tqdm(total=total_tiles, unit="tile", file=sys.stderr, disable=None, dynamic_ncols=True,
                    desc="compiling")
     restored = 0
-    # Groups of files that share one compiled restorer (DDRM: one per chroma layout, restored
-    # group after group).
-    groups = [(None, todo)]
-    if task.needs_tables:
-        layouts = sorted({tables_of[p][1] for p in todo}, key=lambda s: s != "4:2:0")
-        groups = [(s, [p for p in todo if tables_of[p][1] == s]) for s in layouts]
-    run_s = 0.0
-    started = False
+    compile_s = run_s = 0.0
     try:
-        for subsampling, group in groups:
-            if not group:
+        # One engine (one compiled restorer) per group: DDRM one per chroma layout, restored group
+        # after group; every process runs every group that any process has tiles of.
+        engines = []
+        for g, layout in enumerate(layouts):
+            if not all_tiles[:, g].sum():
                 continue
-            compiled, seconds = _compiled_restorer(task, params, options, batch, args.tile, subsampling)
-            compile_s += seconds
-            if bar is not None and not started:  # restart the clock: the rate excludes compilation
-                bar.reset(total=total_tiles)
-                bar.set_description("restoring")
-            started = True
+            fn = _tile_fn(task, setting, args.eps, args.color_correction, layout)
+            eng = engine.TileEngine(fn, params, mesh=mesh, tile=args.tile, overlap=args.overlap,
+                                    batch_size=args.batch_size, max_tiles=int(all_tiles[:, g].sum()),
+                                    tables=task.needs_tables)
+            compile_s += eng.compile()
+            calls = int(max(-(-int(n) // eng.rows) for n in all_tiles[:, g])) if several else None
+            engines.append((layout, eng, calls))
+        if bar is not None:  # restart the clock: the rate excludes compilation
+            bar.reset(total=total_tiles)
+            bar.set_description("restoring")
+        for layout, eng, calls in engines:
             run_start = time.perf_counter()
-            results = images.restore_images(stream(group), restore_batch, tile=args.tile, overlap=args.overlap,
-                                            batch_size=batch, progress=bar, total_tiles=total_tiles)
-            for rgb in results:
-                path, like = written.popleft()
+            group = [p for p in todo if group_of[p] == layout]
+            for result in eng.run(stream(group), seed=args.seed, progress=bar, calls=calls):
+                path, like = result.source.tag
+                tiles_done += result.tiles
+                nfe_total += result.nfe * result.tiles
+                nfe_max = max(nfe_max, result.nfe_max)
                 try:
-                    images.save_image(out_of[path], rgb, like, overwrite=args.overwrite)
+                    images.save_image(out_of[path], result.image, like, overwrite=args.overwrite)
                     restored += 1
                 except FileExistsError:  # it appeared while this run was restoring
                     fail(path, exists_message(out_of[path]))
                 except (OSError, ValueError) as err:
                     fail(path, f"cannot write {out_of[path]}: {getattr(err, 'strerror', None) or err}")
-                del rgb
+                del result
             run_s += time.perf_counter() - run_start
     except Exception as err:
         if "RESOURCE_EXHAUSTED" in str(err) or isinstance(err, MemoryError):
@@ -681,6 +646,11 @@ def _restore(args) -> int:
         if bar is not None:
             bar.close()
 
+    done = parallel.values_of_processes([restored, failed, skipped, tiles_done, round(nfe_total), nfe_max])
+    restored, failed, skipped, tiles_done, nfe_total = (int(v) for v in done[:, :5].sum(0))
+    nfe_max = int(done[:, 5].max())
+    if not main:
+        return 1 if failed else 0
     what = task.describe(setting)
     nfe_text = ""
     if tiles_done and setting is not None:  # (a regression model: one pass, said by `what`)
@@ -690,6 +660,8 @@ def _restore(args) -> int:
     summary = _summary(restored, total_inputs, outdir, failed, skipped)
     summary += (f"; {tiles_done} tiles of {args.tile}px, {what}{nfe_text}; "
                 f"compile {compile_s:.1f} s, restore {run_s:.1f} s")
+    if mesh.devices.size > 1:
+        summary += f" on {mesh.devices.size} devices" + (f" in {parallel.process_count()} processes" if several else "")
     print(summary, file=sys.stderr)
     return 1 if failed else 0
 

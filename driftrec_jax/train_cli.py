@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import signal
 import sys
@@ -42,7 +41,6 @@ import time
 import traceback
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import checkpoint, config_lib, models, parallel, train_lib
@@ -165,27 +163,29 @@ class _RunLog:
 def _sample_grid(task, params, batch, sample_cfg, key, n: int) -> np.ndarray:
     """Rows of JPEG | restored | clean for the first n images of a batch.
 
-    The task restores each image as one tile (`Task.tile_restorer`) with the setting of the
-    config's `sample` block (`Task.setting_from_config`), image i on the i-th key of
-    jax.random.split(key, n). A task that needs the JPEG's tables (DDRM) gets those of each
+    The tile engine restores them on this process's devices (`parallel.local_mesh`; training calls
+    this on process 0 only), each image one tile, image i the source str(i) under `key`
+    (`engine.tile_key(key, str(i), 0)`), with the setting of the config's `sample` block
+    (`Task.setting_from_config`). A task that needs the JPEG's tables (DDRM) gets those of each
     image's training quality (the pipeline's JPEGs are libjpeg's, 4:2:0)."""
+    from . import engine
     from .sampler_settings import DEFAULT_EPS
 
-    y = jnp.asarray(batch["jpeg"][:n])
+    y = np.asarray(batch["jpeg"][:n], np.float32)
     m = y.shape[0]
-    aux, subsampling = None, None
+    tables, subsampling = [None] * m, None
     if task.needs_tables:
         from .ddrm import pillow_tables
 
         tables = [pillow_tables(q)[0] for q in np.asarray(batch["quality"][:m])]
-        aux = tuple(np.stack([t[c] for t in tables]).astype(np.int32) for c in range(2))
         subsampling = "4:2:0"
     eps = DEFAULT_EPS if sample_cfg is None else float(sample_cfg.eps)
-    restore = task.tile_restorer(task.setting_from_config(sample_cfg), eps=eps, color_correction=True,
-                                 subsampling=subsampling)  # memoised: one compilation per run
-    x, _ = restore(params, y, jax.random.split(key, m), aux)
-    rows = [np.concatenate([np.asarray(y[i]), np.asarray(x[i]), np.asarray(batch["clean"][i])], axis=1)
-            for i in range(m)]
+    fn = task.tile_restorer(task.setting_from_config(sample_cfg), eps=eps, color_correction=True,
+                            subsampling=subsampling)  # memoised: one compilation per run
+    eng = engine.TileEngine(fn, params, mesh=parallel.local_mesh(), tile=max(y.shape[1], y.shape[2], 16), overlap=0,
+                            batch_size=m, max_tiles=m, tables=task.needs_tables)
+    x = [r.image for r in eng.run((engine.Source(str(i), y[i], tables[i]) for i in range(m)), seed=key)]
+    rows = [np.concatenate([y[i], x[i], np.asarray(batch["clean"][i])], axis=1) for i in range(m)]
     return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
 
 

@@ -33,33 +33,38 @@ def quick_validation(task, params, config, folder: str, num_images: int, quality
     images of `folder` at JPEG quality `quality`, averaged (docs/EVALUATE.md).
 
     Each image is centre-cropped to `config.data.crop_size` (one network tile: validation costs
-    one batch) and compressed with Pillow; the task restores it with the setting of
+    one call) and compressed with Pillow; the task restores it with the setting of
     `config.sample` (`Task.setting_from_config`: its own sampler's default when the block names
-    another method's) from a fixed key, so values are comparable across training steps. A task
-    that needs the JPEG's tables (DDRM) gets those of Pillow's 4:2:0 JPEGs at `quality`.
-    Compiled once per task and setting (`Task.tile_restorer`).
+    another method's). The tile engine runs on this process's devices (`parallel.local_mesh`:
+    training calls this on process 0 only) with seed 0 and each file's name as its identity
+    (`engine.tile_key`), so values are comparable across training steps. A task that needs the
+    JPEG's tables (DDRM) gets those of Pillow's 4:2:0 JPEGs at `quality`. Compiled once per task
+    and setting (`Task.tile_restorer`).
     """
-    import jax
+    import os
+
     import jax.numpy as jnp
 
+    from . import engine, parallel
     from . import metrics as M
-    from .data import jpeg_roundtrip
+    from .data import jpeg_roundtrip, list_images
 
-    clean = center_crops(folder, num_images, int(config.data.crop_size))
+    size = int(config.data.crop_size)
+    clean = center_crops(folder, num_images, size)
+    names = [os.path.basename(p) for p in list_images(folder)[: len(clean)]]
     jpeg = np.stack([jpeg_roundtrip(c, int(quality)) for c in clean]).astype(np.float32) / 255.0
     clean = clean.astype(np.float32) / 255.0
-    n = len(clean)
-    aux, subsampling = None, None
+    tables, subsampling = None, None
     if task.needs_tables:
         from .ddrm import pillow_tables
 
-        (luma, chroma), subsampling = pillow_tables(int(quality))
-        aux = (np.broadcast_to(np.asarray(luma, np.int32), (n, 8, 8)), np.broadcast_to(np.asarray(chroma, np.int32), (n, 8, 8)))
+        tables, subsampling = pillow_tables(int(quality))
     fn = task.tile_restorer(task.setting_from_config(config.sample), eps=float(config.sample.eps),
                             color_correction=True, subsampling=subsampling)
-    keys = jax.random.split(jax.random.PRNGKey(0), n)
-    x, _ = fn(params, jnp.asarray(jpeg), keys, aux)
-    x = M.quantize_uint8(x)
+    eng = engine.TileEngine(fn, params, mesh=parallel.local_mesh(), tile=size, overlap=0,
+                            batch_size=len(clean), max_tiles=len(clean), tables=task.needs_tables)
+    results = eng.run(engine.Source(n, y, tables) for n, y in zip(names, jpeg))
+    x = M.quantize_uint8(jnp.asarray(np.stack([np.clip(r.image, 0.0, 1.0) for r in results])))
     return {
         "psnr": float(jnp.mean(M.psnr(x, clean))),
         "ssim": float(jnp.mean(M.ssim(x, clean, convention="driftrec"))),

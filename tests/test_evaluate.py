@@ -3,8 +3,8 @@
 Model files are written here (models.save_model of the 'tiny' network cut to one resolution
 level, score and regression variants); images are 48x40 crops of scikit-image's photographs, in a
 colour and a grayscale folder. Tiles of 32 px with 16 px overlap: 4 tiles per image; samplers run
-2 steps. Compilation dominates the cost, so every restoration uses batches of 4 tiles (one
-compiled sampler), and the file names are ones whose double-JPEG shift at seed 7 is (0, 0), so
+2 steps. Compilation dominates the cost, so every restoration uses one tile per device (8 tiles
+per call on the suite's 8 simulated devices: one compiled sampler), and the file names are ones whose double-JPEG shift at seed 7 is (0, 0), so
 that the metrics compile for one image shape per folder.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from driftrec_jax import cli, config_lib, data, evaluate as E, metrics as M, models, plots
+from driftrec_jax import cli, config_lib, data, engine, evaluate as E, metrics as M, models, plots
 
 TILING = dict(tile=32, overlap=16)
 
@@ -92,7 +92,7 @@ def first_run(setup):
     out = str(setup["root"] / "out")
     argv = ["evaluate", "-c", f"ouve={setup['score']}", "--baseline", f"reg={setup['reg']}",
             "-d", setup["rgb"], setup["gray"], "-q", "10", "--double", "10,30", "--sampler", "em",
-            "--steps", "2", "--tile", "32", "--overlap", "16", "--batch-size", "4", "--seed", "7",
+            "--steps", "2", "--tile", "32", "--overlap", "16", "--batch-size", "1", "--seed", "7",
             "--out", out, "--save-images", "1", "--quiet"]
     assert cli.main(argv) == 0
     with open(os.path.join(out, "results.json")) as f:
@@ -191,10 +191,25 @@ def test_second_run_recomputes_nothing(first_run, capsys):
         assert json.load(f)["rows"] == first_run["rows"]
 
 
+def test_one_device_gives_the_tables_of_eight(setup, first_run, tmp_path):
+    """The colour folder at QF 10 evaluated on 1 device (one tile per call) gives exactly the
+    per-image rows of the command line's run on the suite's 8 devices (8 tiles per call, padded),
+    but for the seconds."""
+    out = tmp_path / "one"
+    E.evaluate([E.Checkpoint("ouve", setup["score"]), E.Checkpoint("reg", setup["reg"])], [setup["rgb"]],
+               [E.Protocol(10)], [E.SamplerSetting("em", steps=2)], str(out), seed=7, batch_size=1, devices=1,
+               progress=False, **TILING)
+    with open(out / "per_image.csv") as f:
+        got = [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+    want = [{k: v for k, v in r.items() if k != "seconds"} for r in first_run["per_image"]
+            if (r["dataset"], r["protocol"]) == ("colour", "q10")]
+    assert len(got) == 6 and got == want
+
+
 def test_results_do_not_depend_on_batching_or_resuming_and_follow_the_seed(setup, first_run):
     want = {r["image"]: r for r in first_run["per_image"]
             if (r["dataset"], r["protocol"], r["method"]) == ("colour", "q10", "ouve")}
-    common = dict(TILING, progress=False, lpips=False, batch_size=4)
+    common = dict(TILING, progress=False, lpips=False, batch_size=1)
     ck = [E.Checkpoint("ouve", setup["score"])]
     setting = [E.SamplerSetting("em", steps=2)]
     # Fresh out dir; in the "mixed" folder the two images' tiles share batches with other images'.
@@ -359,7 +374,7 @@ def test_ddrm_rows_use_the_tables_of_the_protocol(setup, tmp_path):
 
     res = E.evaluate([E.Checkpoint("ddrm", model)], [str(one), setup["gray"]], [E.Protocol(10)],
                      [E.SamplerSetting("em", steps=2, num_samples=1), E.SamplerSetting("ddrm", steps=2)],
-                     str(tmp_path / "out"), seed=3, batch_size=4, progress=False, lpips=False, save_images=1, **TILING)
+                     str(tmp_path / "out"), seed=3, batch_size=1, progress=False, lpips=False, save_images=1, **TILING)
     rows = {(r["dataset"], r["method"]): r for r in res["rows"]}
     assert set(rows) == {("one", "JPEG"), ("one", "ddrm"), ("gray", "JPEG"), ("gray", "ddrm")}
     assert rows[("one", "ddrm")]["kind"] == "ddrm" and rows[("one", "ddrm")]["setting"] == "ddrm:2"
@@ -368,7 +383,7 @@ def test_ddrm_rows_use_the_tables_of_the_protocol(setup, tmp_path):
     assert E.protocol_tables(E.Protocol(30, 10), "gray")[1] == "4:4:4"
     (luma, chroma), sub = E.protocol_tables(E.Protocol(10), "rgb")
     pair = next(data.eval_pairs(str(one), qualities=(10,)))
-    key = jax.random.fold_in(E._image_key(3, "q10", "face.png"), 0)
+    key = engine.tile_key(3, E.source_id(E.Protocol(10), "face.png"), 0)
     task, params, _ = models.load_model(model)
     x, _ = task.make_restorer(num_steps=2).tiles(params, pair["jpeg"][None], (luma[None], chroma[None]), key[None], sub)
     saved = np.asarray(Image.open(plots.example_path(str(tmp_path / "out"), "one", "q10", "ddrm ddrm:2", "face.png")))

@@ -14,10 +14,9 @@ from process 1's):
 
 The launcher's own behaviour (failure, timeout, environment) is tested with tiny commands.
 
-Not here yet: `driftrec restore` / `driftrec evaluate` over 2 processes giving the PNGs and tables
-of 1 process. Restoration has no multi-process path today (it never joins a job nor builds a mesh:
-each process would restore every image itself); the test comes with the mesh-sharded restoration
-engine, and can reuse `_launch`'s pattern with `-m driftrec_jax.cli restore ...` as the command.
+Restoration: `driftrec restore` and `driftrec evaluate` over 2 processes x 4 devices (the tile
+engine sharding every call over all 8 devices, each process restoring its share of the files, and
+making as many calls as the other) give the PNGs and tables of 1 process x 8 devices.
 """
 
 import json
@@ -32,7 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from driftrec_jax import checkpoint, config_lib, data, launch, models, parallel, train_lib
+from driftrec_jax import checkpoint, cli, config_lib, data, launch, models, parallel, train_lib
 from driftrec_jax.train_cli import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,3 +312,71 @@ def test_two_processes_train_checkpoint_fail_and_resume_like_one(image_folder, t
         st, _ = step(st, parallel.global_batch(b, mesh))
     assert int(s8.step) == 8
     _assert_states_close(st, s8, "1 process resuming checkpoint 6")
+
+
+# ---------------------------------------------------------------------------------------------
+# Restoration over 2 processes
+
+TWO_JOBS = """
+import sys
+
+from driftrec_jax import cli
+
+restore, evaluate = sys.argv[1].split(" "), sys.argv[2].split(" ")
+sys.exit(cli.main(["restore", *restore]) or cli.main(["evaluate", *evaluate]))
+"""
+
+
+def test_two_processes_restore_and_evaluate_like_one(tmp_path):
+    """`driftrec restore` and `driftrec evaluate` run by 2 processes x 4 devices (one launch, both
+    commands in each process) write the PNGs and tables that 1 process x 8 devices writes here.
+    Three images of 6, 2 and 4 tiles: process 0 restores the first and third (10 tiles, 3 calls of
+    4), process 1 the second (2 tiles) and sends padding for its 2 other calls."""
+    assert jax.device_count() == 8 and jax.process_count() == 1
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(11)
+    for name, (h, w) in (("a.png", (40, 56)), ("b.png", (32, 20)), ("c.png", (48, 48))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(src / name)
+    spec = {"network": "tiny", "overrides": dict(MINI_NETWORK), "variant": "score", "dtype": "float32",
+            "sde": {"name": "ouve", "gamma": 1.0, "sigma_min": 0.01, "sigma_max": 1.0}}
+    model = tmp_path / "mini.msgpack"
+    models.save_model(str(model), spec, models.random_params(models.build_task(spec), seed=2))
+    common = ["--tile", "32", "--overlap", "16", "--steps", "2", "--batch-size", "1", "--seed", "3"]
+    restore = [str(src), "--checkpoint", str(model), "--sampler", "em", "--no-compile-cache", *common]
+    evaluate = ["-c", f"mini={model}", "-d", str(src), "-q", "10", "--sampler", "em", "--no-lpips", "--quiet",
+                *common]
+
+    def outputs(folder):
+        pngs = {p.name: np.asarray(Image.open(p)) for p in sorted((folder / "png").iterdir())}
+        with open(folder / "eval" / "results.json") as f:
+            rows = [{k: v for k, v in r.items() if k != "seconds"} for r in json.load(f)["rows"]]
+        with open(folder / "eval" / "per_image.csv") as f:
+            per_image = [line.split(",") for line in f.read().splitlines()]
+        seconds = per_image[0].index("seconds")
+        return pngs, rows, [line[:seconds] + line[seconds + 1:] for line in per_image]
+
+    one = tmp_path / "one"
+    assert cli.main(["restore", *restore, "-o", str(one / "png")]) == 0
+    assert cli.main(["evaluate", *evaluate, "--out", str(one / "eval")]) == 0
+
+    script = tmp_path / "two_jobs.py"
+    script.write_text(TWO_JOBS)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "driftrec_jax.launch", "--num-processes", "2", "--devices-per-process", "4",
+           "--timeout", "300", "--grace", "30", "--heartbeat-timeout", "20", "--quiet",
+           "--log-dir", str(tmp_path / "logs"), "--", str(script),
+           " ".join(restore + ["-o", str(two / "png")]), " ".join(evaluate + ["--out", str(two / "eval")])]
+    result = subprocess.run(cmd, cwd=ROOT, env=_child_env(), capture_output=True, text=True, timeout=360)
+    logs = [(tmp_path / "logs" / f"process_{i}.log").read_text(errors="replace") for i in range(2)]
+    assert result.returncode == 0, result.stderr[-3000:] + logs[0][-3000:] + logs[1][-3000:]
+    assert "restored 3 of 3 inputs" in logs[0] and "on 8 devices in 2 processes" in logs[0]
+    assert "restored" not in logs[1] and "| JPEG |" not in logs[1]  # process 0 reports, for all
+
+    want_pngs, want_rows, want_per_image = outputs(one)
+    got_pngs, got_rows, got_per_image = outputs(two)
+    assert sorted(got_pngs) == ["a.png", "b.png", "c.png"]
+    for name in want_pngs:
+        np.testing.assert_array_equal(got_pngs[name], want_pngs[name], err_msg=name)
+    assert got_rows == want_rows and len(got_rows) == 2
+    assert got_per_image == want_per_image and len(got_per_image) == 7

@@ -23,12 +23,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from driftrec_jax import models, restore_cli, sampler_settings, samplers
+from driftrec_jax import engine, models, restore_cli, sampler_settings, samplers
 
 ROOT = Path(__file__).resolve().parents[1]
 SDE = {"name": "ouve", "gamma": 1.0, "sigma_min": 0.01, "sigma_max": 1.0}
 MINI = {"ch_mult": [1], "attn_resolutions": []}  # 'tiny' cut to one level: fast to compile
-TILING = ["--tile", "32", "--overlap", "16", "--steps", "3", "--batch-size", "4", "--no-compile-cache"]
+# One tile per device: 8 tiles per call on the suite's 8 simulated devices (one compilation shared
+# by the runs of every size below).
+TILING = ["--tile", "32", "--overlap", "16", "--steps", "3", "--batch-size", "1", "--no-compile-cache"]
 GOOD = {"rgb": ("RGB", (40, 56)), "gray": ("L", (33, 20)), "rgba": ("RGBA", (24, 40)), "photo": ("RGB", (48, 48))}
 
 
@@ -109,7 +111,7 @@ def test_options_match_samplers_and_help_gives_defaults():
                    "--batch-size",
                    "--tile", "--overlap", "--no-color-correction", "--no-compile-cache"):
         assert option in text
-    assert "fold_in(fold_in(PRNGKey(seed), crc32(NAME)), k)" in text
+    assert "fold_in(fold_in(PRNGKey(seed), crc32(NAME) & 0x7FFFFFFF), k)" in text
 
 
 def test_sample_py_is_the_same_command():
@@ -176,6 +178,34 @@ def test_compile_cache_dir(monkeypatch, tmp_path):
     assert restore_cli.compile_cache_dir() == tmp_path / "mine"
 
 
+def test_python_api_gives_the_cli_images(files, folder_run, tmp_path):
+    """driftrec_jax.load(...).restore on arrays named like the files, and .restore_files, give
+    exactly the PNGs of the command line (same engine, seed, sampler and tiling)."""
+    import driftrec_jax
+
+    _, _, out = folder_run
+    r = driftrec_jax.load(str(files["score"]))
+    assert r.method == "driftrec"
+    opts = dict(sampler="sde-dpm2m:3", seed=0, tile=32, overlap=16, batch_size=1)  # TILING's
+    rgb, gray = (np.asarray(Image.open(files["in"] / n)) for n in ("rgb.png", "gray.png"))
+    got = r.restore([rgb, gray], names=["rgb.png", "gray.png"], **opts)
+    assert got[0].dtype == np.uint8 and got[0].shape == rgb.shape and got[1].shape == gray.shape
+    np.testing.assert_array_equal(got[0], _pixels(out / "rgb.png"))
+    np.testing.assert_array_equal(got[1], _pixels(out / "gray.png"))  # gray in, gray out
+    one = r.restore(jnp.asarray(rgb, jnp.float32) / 255, names=["rgb.png"], **opts)  # one float image (JAX)
+    assert one.dtype == np.float32 and one.shape == rgb.shape
+    np.testing.assert_array_equal(np.floor(one * 255 + 0.5), _pixels(out / "rgb.png"))
+    assert np.abs(r.restore(rgb, **opts).astype(int) - got[0]).mean() > 1  # named "0": other noise
+
+    assert r.restore_files([files["in"] / "rgb.png"], tmp_path / "api", **opts, compile_cache=False) == 0
+    np.testing.assert_array_equal(_pixels(tmp_path / "api" / "rgb.png"), _pixels(out / "rgb.png"))
+    with pytest.raises(ValueError, match="no images found"):
+        r.restore_files([tmp_path / "api" / "none"], tmp_path / "o", **opts)
+    with pytest.raises(ValueError, match="not ddrm"):
+        r.restore(rgb, sampler="ddrm:20")
+    assert driftrec_jax.load("driftrec").path == models.bundled_model_path("driftrec")
+
+
 # ---------------------------------------------------------------------------------------------
 # Usage errors (exit status 2, one line; nothing is compiled)
 
@@ -234,12 +264,22 @@ def test_each_bad_file_is_one_error_line(files, folder_run):
     assert all(len(line.split(": ", 2)[2]) > 5 for line in lines)  # a reason follows
     assert "Traceback" not in stderr
     assert "restored 4 of 6 inputs" in stderr and "(2 failed)" in stderr
+    assert "on 8 devices" in stderr  # the suite's 8 simulated CPU devices, all used by default
 
 
-def test_same_seed_same_image_whatever_the_batch(files, folder_run, tmp_path, monkeypatch):
-    """Tile keys depend on (seed, file name, tile number) only: restoring one file alone, with
-    another batch size, gives the pixels it got inside the folder; another seed does not."""
-    _, _, out = folder_run
+def test_same_seed_same_image_whatever_the_batch_and_devices(files, folder_run, tmp_path, monkeypatch):
+    """Tile keys depend on (seed, file name, tile number) only: the folder restored on one device
+    (one tile per call) gives exactly the PNGs it got on the suite's 8 devices (8 tiles per call,
+    the last call padded); one file alone gives the pixels it got inside the folder, whatever its
+    batch neighbours; another seed does not."""
+    rc, _, out = folder_run
+    one = tmp_path / "one_device"
+    rc1, err = _run([files["in"], "-o", one, "--checkpoint", files["score"], *TILING, "--devices", "1"])
+    assert rc1 == rc == 1 and "on 8 devices" not in err
+    assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in out.iterdir())
+    for name in GOOD:
+        np.testing.assert_array_equal(_pixels(one / f"{name}.png"), _pixels(out / f"{name}.png"), err_msg=name)
+
     updates = []
 
     import tqdm
@@ -254,13 +294,11 @@ def test_same_seed_same_image_whatever_the_batch(files, folder_run, tmp_path, mo
             return super().update(n)
 
     monkeypatch.setattr(tqdm, "tqdm", Recorder)
-    argv = [files["in"] / "rgb.png", "-o", tmp_path / "alone", "--checkpoint", files["score"], *TILING, "--batch-size", "2"]
+    argv = [files["in"] / "rgb.png", "-o", tmp_path / "alone", "--checkpoint", files["score"], *TILING, "--devices", "1"]
     rc, _ = _run(argv)
     assert rc == 0
-    # Equal up to float rounding (XLA may sum in another order for another batch shape).
-    diff = np.abs(_pixels(tmp_path / "alone" / "rgb.png") - _pixels(out / "rgb.png"))
-    assert diff.max() <= 1 and diff.mean() < 0.01
-    assert updates == [(6, 2)] * 3  # progress over tiles: 6 tiles of 32 px in a 40x56 image
+    np.testing.assert_array_equal(_pixels(tmp_path / "alone" / "rgb.png"), _pixels(out / "rgb.png"))
+    assert updates == [(6, 1)] * 6  # progress over tiles: 6 tiles of 32 px in a 40x56 image
 
     rc, _ = _run(argv[:2] + [tmp_path / "seed1"] + argv[3:] + ["--seed", "1"])
     assert rc == 0
@@ -284,10 +322,10 @@ def test_missing_input_is_one_error_line_the_rest_is_restored(files, tmp_path):
 
 
 def test_out_of_memory_is_one_line(files, tmp_path, monkeypatch):
-    def exhausted(params, tiles, key, ids):
+    def exhausted(params, tiles, keys, aux):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.\nmore detail")
 
-    monkeypatch.setattr(restore_cli, "_compiled_restorer", lambda *a: (exhausted, 0.0))
+    monkeypatch.setattr(restore_cli, "_tile_fn", lambda *a: exhausted)
     rc, err = _run([files["in"] / "rgb.png", "-o", tmp_path / "o", "--checkpoint", files["score"], *TILING])
     assert rc == 1
     assert err.splitlines() == ["driftrec restore: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating "
@@ -392,7 +430,7 @@ def ddrm_files(tmp_path_factory):
     return {"model": model, "in": src, "root": root, "task": task}
 
 
-DDRM_ARGS = ["--tile", "32", "--overlap", "16", "--steps", "3", "--batch-size", "2", "--no-compile-cache"]
+DDRM_ARGS = ["--tile", "32", "--overlap", "16", "--steps", "3", "--batch-size", "1", "--no-compile-cache"]
 
 
 def test_ddrm_restores_jpegs_with_their_own_tables(ddrm_files, tmp_path):
@@ -416,7 +454,7 @@ def test_ddrm_restores_jpegs_with_their_own_tables(ddrm_files, tmp_path):
     y, tables, subsampling = ddrm.load_jpeg(ddrm_files["in"] / "a420.jpg")
     assert subsampling == "4:2:0"
     np.testing.assert_array_equal(tables[0], jpeg.quality_to_tables(15)[0])
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), restore_cli._name_hash("a420.jpg")), 0)
+    key = engine.tile_key(0, "a420.jpg", 0)
     x, nfe = task.make_restorer(num_steps=3).tiles(params, y[None], tuple(t[None] for t in tables), key[None], "4:2:0")
     want = np.floor(np.clip(np.asarray(x[0]), 0, 1) * 255 + 0.5)
     assert np.abs(_pixels(out / "a420.png") - want).max() <= 1
@@ -438,20 +476,24 @@ def test_ddrm_method_and_model_must_agree(files, ddrm_files, tmp_path):
 
 
 def test_default_batch_is_one_tile_on_the_cpu(files, tmp_path, monkeypatch):
-    """Without --batch-size the CPU backend restores one tile at a time (its fastest setting)."""
+    """Without --batch-size the CPU backend restores one tile per device at a time (its fastest
+    setting)."""
     seen = []
+    monkeypatch.setattr(restore_cli, "_tile_fn", lambda *a: lambda params, tiles, keys, aux: (
+        tiles, jnp.ones(tiles.shape[0], jnp.int32)))
+    made = engine.TileEngine.__init__
 
-    def fake(task, params, settings, batch, tile, subsampling=None):
-        seen.append(batch)
-        return (lambda params, tiles, key, ids: (tiles, np.ones(tiles.shape[0], np.int32))), 0.0
+    def record(self, *a, **k):
+        made(self, *a, **k)
+        seen.append(self.batch_size)
 
-    monkeypatch.setattr(restore_cli, "_compiled_restorer", fake)
+    monkeypatch.setattr(engine.TileEngine, "__init__", record)
     argv = [files["in"] / "rgb.png", "-o", tmp_path / "o", "--checkpoint", files["score"], "--tile", "32",
             "--overlap", "16", "--steps", "2", "--no-compile-cache"]
     rc, err = _run(argv)
     assert rc == 0, err
     assert jax.default_backend() == "cpu" and seen == [restore_cli.DEFAULT_BATCH_CPU] == [1]
-    rc, err = _run(argv[:2] + [tmp_path / "o2"] + argv[3:] + ["--batch-size", "4"])
+    rc, err = _run(argv[:2] + [tmp_path / "o2"] + argv[3:] + ["--batch-size", "4", "--devices", "1"])
     assert rc == 0 and seen[-1] == 4
 
 
@@ -479,23 +521,35 @@ def test_bundled_models_ship_and_load(method, variant, size_mb):
 # one that fails the test when called), so they cost no compilation.
 
 
+_COMPILE = engine.TileEngine.compile
+
+
 def _identity_sampler(monkeypatch, on_call=None):
-    def fake(task, params, settings, batch, tile, subsampling=None):
-        def restore(params, tiles, key, ids):
-            if on_call is not None:
-                on_call()
-            return tiles, np.ones(tiles.shape[0], np.int32)
+    """The restorer of every batch is the identity; `on_call` runs before each batch's call."""
+    def fake(task, setting, eps, color_correction, subsampling):
+        return lambda params, tiles, keys, aux: (tiles, jnp.ones(tiles.shape[0], jnp.int32))
 
-        return restore, 0.0
+    monkeypatch.setattr(restore_cli, "_tile_fn", fake)
+    monkeypatch.setattr(engine.TileEngine, "compile", _COMPILE)  # after _never_compiled
+    if on_call is not None:
+        run = engine.TileEngine.run
 
-    monkeypatch.setattr(restore_cli, "_compiled_restorer", fake)
+        def calling(self, sources, **kw):
+            def observed():
+                for src in sources:
+                    on_call()
+                    yield src
+            return run(self, observed(), **kw)
+
+        monkeypatch.setattr(engine.TileEngine, "run", calling)
 
 
 def _never_compiled(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("compiled although nothing was to be restored")
 
-    monkeypatch.setattr(restore_cli, "_compiled_restorer", fail)
+    monkeypatch.setattr(restore_cli, "_tile_fn", fail)
+    monkeypatch.setattr(engine.TileEngine, "compile", fail)
 
 
 def _snapshot(folder) -> dict:
