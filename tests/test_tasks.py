@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from driftrec_jax import config_lib, models, restore_cli, sampler_settings, tasks
+from driftrec_jax import config_lib, engine, models, restore_cli, sampler_settings, tasks
 from driftrec_jax.i2sb import I2SB
 from driftrec_jax.sampler_settings import SamplerSetting, parse_setting
 
@@ -195,7 +195,7 @@ def test_i2sb_trains_from_a_config_and_restore_and_evaluate_run_it(tmp_path, cap
     assert rc == 0, err
     assert "I²SB 2 calls" in err and "2 network evaluations per tile" in err
     y = np.asarray(Image.open(src / "tile.jpg"), np.float32)[None] / 255
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), restore_cli._name_hash("tile.jpg")), 0)
+    key = engine.tile_key(0, "tile.jpg", 0)
     x, nfe = task.tile_restorer(parse_setting("i2sb:2"))(params, y, key[None], None)
     want = np.floor(np.clip(np.asarray(x[0]), 0, 1) * 255 + 0.5)
     got = np.asarray(Image.open(tmp_path / "out" / "tile.png")).astype(np.int64)
