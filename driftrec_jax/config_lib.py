@@ -130,6 +130,8 @@ def default_config() -> ConfigDict:
       model.variant     'score' (DriftRec), 'regression' (the L2 baseline), 'ddrm_eps' (DDRM-JPEG's
                         prior, block ddrm.*) or 'i2sb' (I²SB, block i2sb.*): driftrec_jax.tasks
       model.dtype       'float32' or 'bfloat16' compute (parameters stay float32)
+      model.preconditioning  'none' (the paper's eq. (15)) or 'edm' (docs/TRAINING.md), with
+                        model.sigma_data, the standard deviation of x0 − y
       sde.*             drift schedule name from driftrec_jax.sde.SDES and its parameters
       data.*            training pairs (see driftrec_jax/data.py); batch_size is the GLOBAL batch
       optim.*           AdamW, EMA
@@ -144,6 +146,10 @@ def default_config() -> ConfigDict:
     c.model.overrides = ConfigDict()
     c.model.variant = "score"
     c.model.dtype = "float32"
+    # "none": the paper's score network and loss, eq. (15); "edm": EDM-style preconditioning in
+    # u = x − y (docs/TRAINING.md), with sigma_data the per-pixel std of x0 − y of the training pairs.
+    c.model.preconditioning = "none"
+    c.model.sigma_data = 0.1
 
     c.sde = ConfigDict()
     c.sde.name = "ouve"
@@ -180,6 +186,8 @@ def default_config() -> ConfigDict:
     c.train.seed = 0
     c.train.num_steps = 26_700  # ~300 epochs of D2KF2K's 2840 training images at batch 32
     c.train.max_minutes = 0.0  # > 0: stop (checkpointed, resumable) after this many minutes of wall time
+    # > 0: the same after this many minutes of the process's CPU time (all threads; equal-budget comparisons)
+    c.train.max_cpu_minutes = 0.0
     c.train.steps_per_call = 1
     c.train.log_every = 50
     c.train.sample_every = 2000

@@ -35,6 +35,27 @@ def dsm_loss(score_fn, sde, params, batch, key, t_eps: float | None = None) -> j
     return jnp.mean(_per_example(std * s + z))
 
 
+def preconditioned_dsm_loss(apply_fn, sde, precond, params, batch, key, t_eps: float | None = None) -> jnp.ndarray:
+    """Denoising score matching with EDM-style preconditioning (``model.preconditioning = "edm"``;
+    docs/TRAINING.md): the same t ~ U[t_eps, T] and x_t as :func:`dsm_loss`, and the loss
+    ½‖F − (u0 − c_skip u_t)/c_out‖² = ½ λ(t)‖D(u_t) − u0‖², λ = 1/c_out², summed over pixels and
+    averaged over the batch (u = x − y; ``score.EDMPreconditioning``). Its target has unit variance
+    per pixel when u0 has standard deviation σ_data."""
+    from .score import make_raw_fn
+
+    x0, y = batch["clean"], batch["jpeg"]
+    b = x0.shape[0]
+    t_eps = sde.t_eps if t_eps is None else t_eps
+    key_t, key_z = jax.random.split(key)
+    t = jax.random.uniform(key_t, (b,), minval=t_eps, maxval=sde.T)
+    z = jax.random.normal(key_z, x0.shape, x0.dtype)
+    mean, std = sde.marginal(x0, y, t)
+    x_t = mean + std * z
+    f, (_, _, _, c_skip, c_out) = make_raw_fn(apply_fn, sde, precond)(params, x_t, y, t)
+    target = ((x0 - y) - c_skip * (x_t - y)) / c_out
+    return jnp.mean(_per_example(f - target))
+
+
 def regression_loss(predict_fn, params, batch, key=None) -> jnp.ndarray:
     """L2 regression of the clean image from the JPEG (the paper's baseline)."""
     del key

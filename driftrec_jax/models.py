@@ -39,6 +39,13 @@ def model_spec(config) -> dict:
         "dtype": config.model.dtype,
     }
     spec.update(tasks.spec_blocks(config))
+    precond = config.model.get("preconditioning", "none") or "none"
+    if precond != "none":  # absent = "none": files without the field (all older ones) load as before
+        if config.model.variant != "score":
+            raise ValueError(f"model.preconditioning={precond!r} applies to the score variant only, "
+                             f"not {config.model.variant!r}")
+        spec["preconditioning"] = precond
+        spec["sigma_data"] = float(config.model.get("sigma_data", 0.1))
     return spec
 
 

@@ -169,6 +169,9 @@ class DriftRecTask(Task):
     model: Any
     sde: Any
     image_channels: int = 3
+    # None (the paper: the network's output divided by σ is the score, eq. (15)) or a
+    # score.EDMPreconditioning (model.preconditioning = "edm"; the network does not divide by σ).
+    preconditioning: Any = None
 
     kind: ClassVar[str] = "driftrec"
     method: ClassVar[str] = "driftrec"
@@ -184,13 +187,19 @@ class DriftRecTask(Task):
     def default_setting(self) -> SamplerSetting:
         return sampler_settings.default_setting()
 
+    def score_fn(self):
+        """S_θ(params, x_t, y, t), with the model's preconditioning (what the samplers take)."""
+        return make_score_fn(self.apply, self.sde, self.preconditioning)
+
     def loss(self, params, batch, key):
-        return losses.dsm_loss(make_score_fn(self.apply, self.sde), self.sde, params, batch, key)
+        if self.preconditioning is not None:
+            return losses.preconditioned_dsm_loss(self.apply, self.sde, self.preconditioning, params, batch, key)
+        return losses.dsm_loss(self.score_fn(), self.sde, params, batch, key)
 
     def _tile_restorer(self, setting, eps, color_correction, subsampling):
         from . import samplers
 
-        score = make_score_fn(self.apply, self.sde)
+        score = self.score_fn()
         opts = setting.options(eps)
         sde = self.sde
 
@@ -208,8 +217,15 @@ class DriftRecTask(Task):
     def from_spec(cls, spec, dtype):
         from .sde import get_sde
 
+        from .score import make_preconditioning
+
         sde_cfg = dict(spec["sde"])
-        return cls(model=cls._network(spec, "score", dtype), sde=get_sde(sde_cfg.pop("name"), **sde_cfg))
+        model = cls._network(spec, "score", dtype)
+        # Absent in the spec (every model file before it, and every paper config): "none".
+        precond = make_preconditioning(spec.get("preconditioning", "none"), spec.get("sigma_data", 0.1))
+        if precond is not None:  # the network's raw output F, not divided by σ (score.make_score_fn)
+            model = model.clone(scale_by_sigma=False)
+        return cls(model=model, sde=get_sde(sde_cfg.pop("name"), **sde_cfg), preconditioning=precond)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,10 @@ PNGs are written atomically (`images.atomic_write`).
 
 ``train.max_minutes`` (0: none) stops a run after that many minutes of wall time (counted from the
 start, compilation included; the step under way and a final checkpoint are finished first), which
-the same command later resumes. A progress bar runs when tqdm is installed; otherwise, or with
+the same command later resumes. ``train.max_cpu_minutes`` (0: none) does the same for CPU time
+(``time.process_time()``: every thread of the process, compilation and the input pipeline
+included), so that runs on a shared machine can be compared at an equal CPU budget
+(scripts/compare_training.py). A progress bar runs when tqdm is installed; otherwise, or with
 ``progress="lines"``, a line is printed every ``train.log_every`` steps.
 """
 
@@ -200,6 +203,8 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
     t_start, cpu_start = time.perf_counter(), time.process_time()
     max_minutes = float(config.train.get("max_minutes", 0) or 0)
     deadline = t_start + 60.0 * max_minutes if max_minutes > 0 else None
+    max_cpu_minutes = float(config.train.get("max_cpu_minutes", 0) or 0)
+    cpu_deadline = cpu_start + 60.0 * max_cpu_minutes if max_cpu_minutes > 0 else None
     check_data_paths(config)
     check_workdir(workdir, overwrite)
     parallel.initialize_distributed()
@@ -247,7 +252,8 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
     logger = _Logger(os.path.join(workdir, "tensorboard") if main and use_tf else None)
     runlog = _RunLog(os.path.join(workdir, "train_log.jsonl") if main else None, t_start, cpu_start)
     runlog.write("start", time=datetime.datetime.now().isoformat(timespec="seconds"), argv=sys.argv, step=start,
-                 num_steps=config.train.num_steps, max_minutes=max_minutes, global_batch=config.data.batch_size,
+                 num_steps=config.train.num_steps, max_minutes=max_minutes,
+                 max_cpu_minutes=max_cpu_minutes, global_batch=config.data.batch_size,
                  crop_size=config.data.crop_size, pipeline=config.data.get("pipeline", "tf"),
                  init_from=config.train.init_from if latest is None else "", jax=jax.__version__,
                  devices=f"{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})",
@@ -322,8 +328,11 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
         if step == kill_at and kill_here:  # fault injection for the resume tests: die like a preempted host
             os.kill(os.getpid(), signal.SIGKILL)
         logger.flush()
-        if deadline is not None and step < config.train.num_steps and _time_is_up(deadline):
-            reason = "time limit"
+        up = None
+        if (deadline is not None or cpu_deadline is not None) and step < config.train.num_steps:
+            up = _time_is_up(deadline, cpu_deadline)
+        if up:
+            reason = up
             if not saved:
                 save(step)
             break
@@ -338,22 +347,30 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
                  first_call_s=None if t_first is None else round(t_first - t_start, 3),
                  pairs_per_s=None if pairs_per_s is None else round(pairs_per_s, 3),
                  model_file=os.path.join(workdir, "model.msgpack"))
-    if main and (lines or deadline is not None):
+    if main and (lines or deadline is not None or cpu_deadline is not None):
         rate = "" if pairs_per_s is None else f", {pairs_per_s:.4g} pairs/s after the first call"
         print(f"stopped at step {step} ({reason}): {step - start} steps in {t_end - t_start:.0f} s{rate}; "
               f"model file {os.path.join(workdir, 'model.msgpack')}", file=sys.stderr, flush=True)
     return state
 
 
-def _time_is_up(deadline: float) -> bool:
-    """Whether ``train.max_minutes`` has run out; with several processes, process 0's clock decides
-    for all, so that every host stops after the same step."""
-    up = time.perf_counter() >= deadline
+_LIMITS = ("", "time limit", "cpu time limit")
+
+
+def _time_is_up(deadline: float | None, cpu_deadline: float | None = None) -> str:
+    """'time limit' if ``train.max_minutes`` (wall) has run out, 'cpu time limit' if
+    ``train.max_cpu_minutes`` (this process's CPU time) has, else ''. With several processes,
+    process 0's clocks decide for all, so that every host stops after the same step."""
+    code = 0
+    if deadline is not None and time.perf_counter() >= deadline:
+        code = 1
+    elif cpu_deadline is not None and time.process_time() >= cpu_deadline:
+        code = 2
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
-    return up
+        code = int(multihost_utils.broadcast_one_to_all(np.asarray(code, np.int32)))
+    return _LIMITS[code]
 
 
 def _read_init_weights(path: str, spec: dict):

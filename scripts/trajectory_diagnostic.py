@@ -49,10 +49,9 @@ def trajectory(task, params, x0, y, *, steps: int, eps: float = 0.03, seed: int 
     import numpy as np
 
     from driftrec_jax import samplers
-    from driftrec_jax.score import make_score_fn
 
     sde = task.sde
-    score = jax.jit(make_score_fn(task.apply, sde))
+    score = jax.jit(task.score_fn())
 
     def denoise(x, t):
         return sde.denoise(x, y, t, score(params, x, y, t))

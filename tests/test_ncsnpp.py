@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import flax.linen as nn
 from flax.traverse_util import flatten_dict
 
 from driftrec_jax.networks import NETWORKS, VARIANTS, count_params, make_network, module_plan, network_config
@@ -244,6 +245,65 @@ def test_network_config_and_make_network_errors():
         network_config({"preset": "small", "widht": 3})
     with pytest.raises(ValueError, match="variant"):
         make_network("tiny", "denoise")
+
+
+# ----------------------------------------------------------------------------- space-to-depth stem
+
+
+def test_space_to_depth_layout_and_inverse():
+    from driftrec_jax.networks.ncsnpp import depth_to_space, space_to_depth
+
+    x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+    y = space_to_depth(x, 2)
+    assert y.shape == (2, 2, 3, 12)
+    # Channel (row·s + column)·C + c of block (i, j) is pixel (s·i + row, s·j + column), channel c.
+    np.testing.assert_array_equal(y[1, 1, 2, (1 * 2 + 0) * 3 + 2], x[1, 3, 4, 2])
+    np.testing.assert_array_equal(depth_to_space(y, 2), x)
+
+
+CPU_PARAMS = {"score": 1_730_172, "regression": 1_618_412, "ddrm_eps": 1_707_900}  # docs/NETWORK.md
+
+
+@pytest.mark.parametrize("variant", sorted(CPU_PARAMS))
+def test_cpu_preset_runs_nothing_at_full_resolution(variant):
+    net = make_network("cpu", variant)
+    assert net.stem == 2 and net.multiple == 16
+    sigma = None if variant == "regression" else jax.ShapeDtypeStruct((1,), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, 64, 48, net.in_channels), jnp.float32)
+    shapes = jax.eval_shape(net.init, jax.random.key(0), x, sigma)
+    assert count_params(shapes) == CPU_PARAMS[variant]
+    seen = []
+
+    def record(next_fun, args, kwargs, context):
+        if type(context.module).__name__ in ("Conv", "NIN", "GroupNorm") and context.method_name == "__call__":
+            seen.append(args[0].shape)
+        return next_fun(*args, **kwargs)
+
+    for size in ((64, 48), (44, 37)):  # a multiple of 16, and sizes that are not (not even of 2)
+        seen.clear()
+        x = jax.ShapeDtypeStruct((2, *size, net.in_channels), jnp.float32)
+        s2 = None if sigma is None else jax.ShapeDtypeStruct((2,), jnp.float32)
+        with nn.intercept_methods(record):
+            out = jax.eval_shape(net.apply, shapes, x, s2)
+        assert out.shape == (2, *size, 3) and out.dtype == jnp.float32
+        assert seen and max(h for _, h, _, _ in seen) <= (size[0] + 1) // 2
+        assert max(w for _, _, w, _ in seen) <= (size[1] + 1) // 2
+
+
+def test_stem_pads_to_its_factor_and_crops_back():
+    """Sides that are not multiples of the stem are edge-padded at the bottom/right and the output
+    cropped: the result is the padded image's output, cut."""
+    net = make_network({"preset": "tiny", "stem": 2, "ch_mult": (1, 2), "num_res_blocks": 1}, "score")
+    assert net.multiple == 4
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((1, 17, 11, 6)), jnp.float32)
+    shapes = jax.eval_shape(net.init, jax.random.key(0), x, jnp.ones((1,)))  # random weights, no init compiled
+    variables = jax.tree.map(lambda a: jnp.asarray(0.2 * rng.standard_normal(a.shape), a.dtype), shapes)
+    padded = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)), mode="edge")
+    out, ref = jax.jit(lambda v: (net.apply(v, x, 0.3), net.apply(v, padded, 0.3)[:, :17, :11]))(variables)
+    assert out.shape == (1, 17, 11, 3) and np.all(np.isfinite(np.asarray(out)))
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    assert float(jnp.std(out)) > 0
 
 
 # ----------------------------------------------------------------------------- weight import

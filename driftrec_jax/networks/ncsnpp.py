@@ -28,6 +28,13 @@ Any input height and width is accepted; ``size_mode`` chooses how sizes that are
 
 For sides that are multiples of 2^(L−1) both modes are the same network.
 
+A space-to-depth stem (``stem`` s > 1, the ``cpu`` preset): the (padded) input is
+pixel-unshuffled s× (each s×s block of pixels becomes s²·C channels), the U-Net runs on that
+map (its top level at 1/s of the input's resolution, its input and output pyramids with s²·C
+channels), and the output layer's s²·3 channels are pixel-shuffled back to full resolution. No
+convolution then runs at the input's resolution. Sides are first edge-padded at the bottom/right to
+a multiple of s (and cropped back), so any size is accepted; ``multiple`` is s·2^(L−1).
+
 Variables: ``{'params': ...}`` holds everything trained; the Fourier frequencies W (fixed, drawn
 from N(0, 16²) at init, never trained) live in the separate collection ``'constants'`` so that an
 optimiser given ``variables['params']`` never touches them. Apply with the whole variables dict.
@@ -82,6 +89,21 @@ def fit_to(x: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
     return x
 
 
+def space_to_depth(x: jnp.ndarray, s: int) -> jnp.ndarray:
+    """(B, H, W, C) → (B, H/s, W/s, s·s·C): each s×s block of pixels becomes one pixel
+    (channel index (row·s + column)·C + c). H and W must be multiples of s."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // s, s, w // s, s, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // s, w // s, s * s * c)
+
+
+def depth_to_space(x: jnp.ndarray, s: int) -> jnp.ndarray:
+    """The inverse of :func:`space_to_depth`: (B, h, w, s·s·C) → (B, s·h, s·w, C)."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h, w, s, s, c // (s * s)).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * s, w * s, c // (s * s))
+
+
 def module_plan(net: "NCSNpp") -> list[tuple[str, str]]:
     """(name, kind) of every top-level submodule, in the order of the authors' ``all_modules``.
 
@@ -119,7 +141,8 @@ class NCSNpp(nn.Module):
     ``attn_resolutions`` nominal resolutions with self-attention; ``image_size`` nominal input size
     (only used to place attention); ``in_channels`` 6 (score) or 3 (regression); ``conditional``
     (embed log σ); ``scale_by_sigma`` (divide the output by σ); ``fourier_scale`` (std of W);
-    ``init_scale`` (0: residual branches start near zero); ``size_mode`` 'per_level' (the
+    ``init_scale`` (0: residual branches start near zero); ``stem`` space-to-depth factor (1: none);
+    ``size_mode`` 'per_level' (the
     authors' handling of odd sizes) or 'pad_input', with ``pad_mode``/``pad_where`` for the latter's
     padding to a multiple of 2^(L−1); ``dtype`` compute dtype, ``param_dtype`` parameters.
     """
@@ -135,6 +158,7 @@ class NCSNpp(nn.Module):
     scale_by_sigma: bool = True
     fourier_scale: float = 16.0
     init_scale: float = 0.0
+    stem: int = 1
     size_mode: str = "per_level"
     pad_mode: str = "edge"
     pad_where: str = "end"
@@ -142,24 +166,26 @@ class NCSNpp(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     def has_attention(self, level: int) -> bool:
-        """Whether ``level`` has self-attention (nominal resolution image_size / 2^level)."""
-        return (self.image_size // 2 ** level) in tuple(self.attn_resolutions)
+        """Whether ``level`` has self-attention (nominal resolution image_size / (stem·2^level))."""
+        return (self.image_size // (self.stem * 2 ** level)) in tuple(self.attn_resolutions)
 
     @property
     def multiple(self) -> int:
-        """Inputs are padded internally to a multiple of this: 2^(num_levels − 1)."""
-        return 2 ** (len(self.ch_mult) - 1)
+        """The network's total downsampling, stem·2^(num_levels − 1) ('pad_input' pads to a multiple)."""
+        return self.stem * 2 ** (len(self.ch_mult) - 1)
 
     def padding(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """((top, bottom), (left, right)) input padding applied before the U-Net (cropped after).
 
-        'pad_input': up to the next multiple of 2^(L−1); 'per_level': only up to 2^(L−1) for a
-        side shorter than that (bottom/right), none otherwise.
+        'pad_input': up to the next multiple of ``multiple``; 'per_level': only up to ``multiple``
+        for a side shorter than that, and to a multiple of ``stem`` (bottom/right), none otherwise.
         """
         if self.size_mode not in SIZE_MODES:
             raise ValueError(f"size_mode must be one of {SIZE_MODES}, got {self.size_mode!r}")
+        if not isinstance(self.stem, int) or self.stem < 1:
+            raise ValueError(f"stem must be a positive integer, got {self.stem!r}")
         if self.size_mode == "per_level":
-            return tuple((0, max(0, self.multiple - n)) for n in (height, width))
+            return tuple((0, max(self.multiple, n + (-n % self.stem)) - n) for n in (height, width))
         pads = []
         for n in (height, width):
             extra = -n % self.multiple
@@ -191,6 +217,8 @@ class NCSNpp(nn.Module):
         pad_mode = self.pad_mode if self.size_mode == "pad_input" else "edge"
         x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), mode=pad_mode)
         x = x.astype(self.dtype)
+        if self.stem > 1:
+            x = space_to_depth(x, self.stem)
 
         if (self.conditional or self.scale_by_sigma) and sigma is None:
             raise ValueError("the score NCSNpp (conditional / scale_by_sigma) needs sigma")
@@ -239,14 +267,16 @@ class NCSNpp(nn.Module):
             if self.has_attention(i):
                 h = AttnBlock(init_scale=self.init_scale, name=take(ATTN), **kw)(h)
             skip = nn.silu(GroupNorm(name=take(NORM), **kw)(h))
-            skip = conv(self.in_channels, 3, init_scale=self.init_scale, name=take(CONV), **kw)(skip)
+            skip = conv(pyramid.shape[-1], 3, init_scale=self.init_scale, name=take(CONV), **kw)(skip)
             out = skip if out is None else fit_to(fir_upsample(out), skip) + skip
             if i != 0:
                 h = ResBlock(h.shape[-1], up=True, init_scale=self.init_scale, name=take(RESBLOCK), **kw)(h, temb)
                 h = fit_to(h, hs[-1])
         assert not hs
 
-        out = conv(self.out_channels, 1, name=take(CONV), **kw)(out).astype(jnp.float32)
+        out = conv(self.out_channels * self.stem ** 2, 1, name=take(CONV), **kw)(out).astype(jnp.float32)
+        if self.stem > 1:
+            out = depth_to_space(out, self.stem)
         if self.scale_by_sigma:
             out = out / sigma[:, None, None, None]
         return out[:, top:top + height, left:left + width, :]
