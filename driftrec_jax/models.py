@@ -45,7 +45,7 @@ def model_spec(config) -> dict:
             raise ValueError(f"model.preconditioning={precond!r} applies to the score variant only, "
                              f"not {config.model.variant!r}")
         spec["preconditioning"] = precond
-        spec["sigma_data"] = float(config.model.get("sigma_data", 0.1))
+        spec["sigma_data"] = float(config.model.get("sigma_data", 0.04))
     return spec
 
 

@@ -39,7 +39,7 @@ class EDMPreconditioning:
     and c_noise = σ/a (the network embeds its logarithm, −log SNR). For a = 1 these are EDM's.
     """
 
-    sigma_data: float = 0.1
+    sigma_data: float = 0.04
 
     def coefficients(self, a, sigma):
         """(c_in, c_skip, c_out, c_noise) for mean coefficients ``a`` and stds ``sigma`` (same shapes)."""
@@ -54,7 +54,7 @@ class EDMPreconditioning:
         return a * a / (sigma * sigma) + 1.0 / self.sigma_data ** 2
 
 
-def make_preconditioning(name: Optional[str] = "none", sigma_data: float = 0.1):
+def make_preconditioning(name: Optional[str] = "none", sigma_data: float = 0.04):
     """None for 'none' (the network's output divided by σ is the score, as in the paper), else an
     :class:`EDMPreconditioning`."""
     name = name or "none"

@@ -222,7 +222,7 @@ class DriftRecTask(Task):
         sde_cfg = dict(spec["sde"])
         model = cls._network(spec, "score", dtype)
         # Absent in the spec (every model file before it, and every paper config): "none".
-        precond = make_preconditioning(spec.get("preconditioning", "none"), spec.get("sigma_data", 0.1))
+        precond = make_preconditioning(spec.get("preconditioning", "none"), spec.get("sigma_data", 0.04))
         if precond is not None:  # the network's raw output F, not divided by σ (score.make_score_fn)
             model = model.clone(scale_by_sigma=False)
         return cls(model=model, sde=get_sde(sde_cfg.pop("name"), **sde_cfg), preconditioning=precond)
