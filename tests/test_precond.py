@@ -5,6 +5,7 @@ file round-trips and restores; ``train.max_cpu_minutes`` stops on the process's 
 
 import contextlib
 import io
+import os
 import time
 
 import jax
@@ -153,3 +154,20 @@ def test_edm_trains_round_trips_and_restores(tmp_path):
     assert rc == 0, err.getvalue()
     out = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     assert out.shape == (24, 20, 3)
+
+
+def test_compare_training_variants_parse():
+    import argparse
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "compare_training.py")
+    spec = importlib.util.spec_from_file_location("compare_training", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.parse_variant("small=") == ("small", [])
+    assert mod.parse_variant("edm=model.preconditioning=edm,model.sigma_data=0.05") == (
+        "edm", ["--config.model.preconditioning=edm", "--config.model.sigma_data=0.05"])
+    for bad in ("nameonly", "=x=1", "v=model.network"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            mod.parse_variant(bad)
+    assert [mod.parse_variant(v)[0] for v in mod.DEFAULT_VARIANTS] == ["small", "cpu", "edm"]
