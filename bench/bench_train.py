@@ -4,7 +4,9 @@ FLOP count and the model FLOP utilisation (MFU) against a given peak.
     python bench/bench_train.py                       # small @ 64² batch 8, paper @ 64² batch 8
     python bench/bench_train.py --cases small:64:8 paper:256:1 --peak-gflops 190 --repeats 3
 
-Each case is NETWORK:SIZE:BATCH (global batch, split over all devices). Results are printed as a
+Each case is NETWORK:SIZE:BATCH (global batch, split over all devices). "CPU s/step" is the
+process's CPU time per step (all threads; on a CPU backend it is the figure that other jobs on a
+shared machine change least, and "images per CPU s" the throughput an equal CPU budget buys). Results are printed as a
 Markdown table and written as JSON (--json).
 """
 
@@ -43,15 +45,18 @@ def bench_case(network: str, size: int, batch: int, repeats: int, variant: str =
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
     state, m = compiled(state, gb)  # warm-up
     jax.block_until_ready(m)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         state, m = compiled(state, gb)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     t = float(np.median(times))
+    cpu_s = float(np.median(cpu))
     return {"network": network, "variant": variant, "size": size, "batch": batch, "compile_s": compile_s,
-            "step_s": t, "steps_per_s": 1 / t, "images_per_s": batch / t, "gflop_per_step": flops / 1e9,
+            "step_s": t, "steps_per_s": 1 / t, "images_per_s": batch / t,
+            "cpu_s_per_step": cpu_s, "images_per_cpu_s": batch / cpu_s, "gflop_per_step": flops / 1e9,
             "achieved_gflops": flops / 1e9 / t}
 
 
@@ -67,15 +72,16 @@ def main() -> None:
     args = p.parse_args()
     results = []
     print(f"machine: {machine()}")
-    print("| network | size | batch | compile s | s/step | steps/s | images/s | GFLOP/step | GFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| network | size | batch | compile s | s/step | steps/s | images/s | CPU s/step | images per CPU s | "
+          "GFLOP/step | GFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         net, size, batch = case.split(":")
         r = bench_case(net, int(size), int(batch), args.repeats)
         r["mfu"] = r["achieved_gflops"] / args.peak_gflops
         results.append(r)
         print(f"| {net} | {size}² | {batch} | {r['compile_s']:.1f} | {r['step_s']:.3f} | {r['steps_per_s']:.2f} | "
-              f"{r['images_per_s']:.1f} | {r['gflop_per_step']:.1f} | {r['achieved_gflops']:.1f} | {100 * r['mfu']:.1f} % |",
+              f"{r['images_per_s']:.1f} | {r['cpu_s_per_step']:.3f} | {r['images_per_cpu_s']:.2f} | {r['gflop_per_step']:.1f} | {r['achieved_gflops']:.1f} | {100 * r['mfu']:.1f} % |",
               flush=True)
     if args.json:
         with open(args.json, "w") as f:

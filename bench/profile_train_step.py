@@ -20,10 +20,14 @@ What each number is (every time is the median of ``--repeats`` calls after a war
   lose XLA's fusion of neighbouring element-wise work (SiLU, the skip additions, the 1/√2
   scalings, concatenations, the loss) into them, so the split is an estimate: "rest" holds that
   element-wise work and the difference between fused and unfused timing, and can be negative.
-* **data** (with ``--data``): pairs/s that `data.make_train_iterator` delivers for the config's
-  crop and batch, for the tf.data pipeline and the numpy/Pillow one (after a warm-up pass that
-  fills the decoded-image cache), and the seconds of a batch at that rate. The data pipeline runs
-  in other threads beside the step, so this is CPU time taken from it, not time added to it.
+* **data** (with ``--data``): pairs that `data.make_train_iterator` delivers per second for the
+  config's crop and batch, for the tf.data pipeline and the numpy/Pillow one (after a warm-up pass
+  that fills the decoded-image cache), and the seconds of a batch at that rate. The data pipeline
+  runs in other threads beside the step, so this is CPU time taken from it, not time added to it.
+
+Times are the process's CPU seconds (``time.process_time``: all threads) unless ``--wall``: on a
+shared machine wall times of the same call vary several-fold, CPU times far less. CPU seconds of a
+call that uses both cores count both.
 
 Run it on an idle machine; on a shared one the table says the 1-minute load average.
 """
@@ -51,14 +55,19 @@ KINDS = ("conv 3×3 (XLA conv)", "conv 3×3 (im2col, ≤8×8 maps)", "conv 1×1"
          "FIR resampling", "dense (σ embedding)")
 
 
+# What is timed: process CPU seconds (all threads) by default, which other jobs on a shared
+# machine barely change; wall seconds with --wall.
+CLOCK = {"fn": time.process_time}
+
+
 def _median_time(fn, args, repeats: int) -> float:
     out = fn(*args)
     jax.block_until_ready(out)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK["fn"]()
         jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK["fn"]() - t0)
     return float(np.median(times))
 
 
@@ -146,10 +155,10 @@ def time_data(cfg: dict, batches: int) -> dict:
         warm = max(10, -(-it.num_images // cfg["batch_size"]))  # one pass fills the decoded cache
         for _ in range(warm):
             next(it)
-        t0 = time.perf_counter()
+        t0 = CLOCK["fn"]()
         for _ in range(batches):
             next(it)
-        dt = time.perf_counter() - t0
+        dt = CLOCK["fn"]() - t0
         it.close()
         out[pipeline] = batches * cfg["batch_size"] / dt
     return out
@@ -164,8 +173,14 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median)")
     p.add_argument("--data", default="", help="training images: also time both input pipelines (pairs/s)")
     p.add_argument("--data-batches", type=int, default=40, help="timed batches per pipeline")
+    p.add_argument("--wall", action="store_true",
+                   help="time wall-clock seconds (default: the process's CPU seconds, all threads, which "
+                        "other jobs on a shared machine barely change)")
     p.add_argument("--json", default="", help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.wall:
+        CLOCK["fn"] = time.perf_counter
+    unit = "wall s" if args.wall else "CPU s"
 
     c = config_lib.load_config(args.config)
     if args.network:
@@ -188,11 +203,11 @@ def main(argv=None) -> None:
     chained = jax.tree.map(jnp.copy, state)
     times = []
     for i in range(args.repeats + 1):
-        t0 = time.perf_counter()
+        t0 = CLOCK["fn"]()
         chained, m = step(chained, gb)
         jax.block_until_ready(m)
         if i:  # the first call compiles
-            times.append(time.perf_counter() - t0)
+            times.append(CLOCK["fn"]() - t0)
     whole = float(np.median(times))
 
     grad_fn = jax.jit(jax.value_and_grad(task.loss))
@@ -233,7 +248,7 @@ def main(argv=None) -> None:
     print(f"machine: {machine()}; 1-min load average {load_before:.1f} before, {load_after:.1f} after")
     print(f"config {args.config}, network {c.model.network} ({count_params(state.params):,} parameters, "
           f"{c.model.variant}), {size}² crops, batch {batch}\n")
-    print("| part | calls/step | s/step | share of the step |")
+    print(f"| part | calls/step | {unit}/step | share of the step |")
     print("|---|---:|---:|---:|")
     rows = [("**whole step** (loss, gradients, AdamW, EMA)", "", whole),
             ("network forward+backward (gradient of the loss)", "1", net)]
@@ -246,12 +261,12 @@ def main(argv=None) -> None:
     for name, n, t in rows:
         print(f"| {name} | {n} | {t:.3f} | {100 * t / whole:.0f} % |")
     for pipeline, rate in data_rates.items():
-        print(f"| data, {pipeline} pipeline: {rate:.0f} pairs/s (another thread) | | {batch / rate:.3f} | "
+        print(f"| data, {pipeline} pipeline: {rate:.0f} pairs per {unit} | | {batch / rate:.3f} | "
               f"{100 * batch / rate / whole:.0f} % |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(), "config": args.config, "network": c.model.network, "size": size,
-                       "batch": batch, "load_average": [load_before, load_after], "whole_s": whole, "net_s": net,
+                       "batch": batch, "clock": unit, "load_average": [load_before, load_after], "whole_s": whole, "net_s": net,
                        "optimizer_ema_s": opt, "per_kind": {k: {"s": v[0], "calls": v[1]} for k, v in per_kind.items()},
                        "data_pairs_per_s": data_rates}, f, indent=2)
 

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"NCSN++ ({description})")
     print(f"  nf {net.nf}, ch_mult {tuple(net.ch_mult)}, {net.num_res_blocks} res blocks per level, "
           f"attention at nominal {tuple(net.attn_resolutions)} of {net.image_size}, "
-          f"{net.in_channels} input channels")
+          f"{net.in_channels} input channels"
+          + (f", {net.stem}x space-to-depth stem (the U-Net runs at 1/{net.stem} resolution)" if net.stem > 1 else ""))
     print(f"parameters: {total:,}" + (f" ({total - fixed:,} trained + {fixed:,} fixed Fourier frequencies)" if fixed else ""))
     print(f"input {height}x{width}; shape: a part's last block output (H, W, C); 'down i' includes "
           f"its downsampling block, 'up i' its upsampling block:")
