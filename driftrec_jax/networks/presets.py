@@ -3,7 +3,7 @@
 * ``paper``: the DriftRec paper's NCSN++ (65,623,359 parameters for the score variant).
 * ``small``: a few million parameters, trainable on a CPU (bundled model, examples).
 * ``cpu``: for CPU budgets: a 2× space-to-depth stem (no layer at full resolution) and 16 channels
-  at the top level; about 3× the training images/s of ``small`` on a 2-core CPU (BENCHMARKS.md).
+  at the top level; about 7× the training images per CPU second of ``small`` (BENCHMARKS.md).
 * ``tiny``: well under a million parameters, for unit tests.
 * ``fixture``: the configuration of the parity fixture made with the authors' code.
 """
