@@ -224,7 +224,7 @@ def main(argv=None) -> None:
     opt = _median_time(jax.jit(opt_ema), (state, grads), args.repeats)
 
     in_ch = task.input_channels()
-    calls = record_layers(task, (batch, size, size, in_ch), None if task.is_regression else (batch,))
+    calls = record_layers(task, (batch, size, size, in_ch), (batch,) if task.conditional else None)
     groups = collections.OrderedDict()
     for kind, obj, shape in calls:
         key_ = (kind, shape, getattr(obj, "features", None), getattr(obj, "kernel_size", None),
