@@ -3,8 +3,8 @@
 
     python scripts/readme_eval_table.py eval/bundled/results.json
 
-One row per set x quality x method (JPEG, Regression, DDRM-JPEG, DriftRec EM / ODE), in the order
-of the sets and qualities of the evaluation; `driftrec evaluate` itself writes one table per
+One row per set x quality x method (JPEG, Regression, DDRM-JPEG, DriftRec with the default sampler,
+other few-step settings, EM, ODE), in the order of the sets and qualities of the evaluation; `driftrec evaluate` itself writes one table per
 set and quality (results.md).
 """
 
@@ -18,8 +18,9 @@ if ROOT not in sys.path:  # run from a checkout
     sys.path.insert(0, ROOT)
 
 from driftrec_jax.eval_metrics import image_metrics, ordered  # noqa: E402
+from driftrec_jax.sampler_settings import DEFAULT_SETTING  # noqa: E402
 
-ORDER = ("jpeg", "regression", "ddrm", "em", "ode", "other")
+ORDER = ("jpeg", "regression", "ddrm", "default", "other", "em", "ode")
 
 
 def label(row: dict) -> tuple[str, str]:
@@ -36,7 +37,10 @@ def label(row: dict) -> tuple[str, str]:
     if setting.startswith("ode"):
         tol = f"{float(setting.split(':')[1]):.0e}".replace("e-0", "e-")  # 0.001 -> 1e-3
         return "ode", f"{row['method']} ODE {tol}"
-    return "other", f"{row['method']} {setting}".strip()
+    sampler = row.get("sampler") or setting
+    if setting == DEFAULT_SETTING:
+        return "default", f"{row['method']} {sampler} (default)"
+    return "other", f"{row['method']} {sampler}".strip()
 
 
 def table(rows: list[dict]) -> str:

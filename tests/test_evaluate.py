@@ -557,3 +557,16 @@ def test_a_metric_is_one_registry_entry(setup, tmp_path, monkeypatch):
         assert "MAD ×100 ↓" in _script("readme_eval_table").table(res["rows"])
         assert E.evaluate([], [setup["rgb"]], [E.Protocol(10)], [], out, **common)["cached"] == 1
     assert "mad" not in eval_metrics.METRICS and "MAD" not in E.markdown_table(res["rows"])
+
+
+def test_readme_table_names_the_default_and_orders_methods():
+    """README's table: JPEG, baseline, DDRM-JPEG, DriftRec's default sampler (named so), other
+    few-step settings, then the paper's EM, whatever order the rows come in."""
+    em, reg = _ROWS[2], _ROWS[1]
+    few = [dict(em, setting=s, sampler=lab, nfe=float(n)) for s, lab, n in
+           (("ddim:5", "DDIM 5 calls", 5), ("sde-dpm2m:8", "SDE-DPM++2M 8 calls", 8))]
+    ddrm = dict(em, method="DDRM", kind="ddrm", setting="ddrm:20", sampler="DDRM 20 steps", nfe=20.0)
+    lines = _script("readme_eval_table").table([em, *few, ddrm, reg, _ROWS[0]]).splitlines()[2:]
+    assert [line.split(" | ")[2] for line in lines] == [
+        "JPEG", "Reg", "DDRM-JPEG 20 (non-blind)", "Ours SDE-DPM++2M 8 calls (default)", "Ours DDIM 5 calls",
+        "Ours EM 100"]
