@@ -15,6 +15,14 @@ def _per_example(x: jnp.ndarray) -> jnp.ndarray:
     return 0.5 * jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)))
 
 
+def _draw_time_and_noise(sde, x0, key, t_eps: float | None):
+    """t ~ U[t_eps, T] per example and z ~ N(0, I) shaped like x0 (the draws of both DSM losses)."""
+    t_eps = sde.t_eps if t_eps is None else t_eps
+    key_t, key_z = jax.random.split(key)
+    t = jax.random.uniform(key_t, (x0.shape[0],), minval=t_eps, maxval=sde.T)
+    return t, jax.random.normal(key_z, x0.shape, x0.dtype)
+
+
 def dsm_loss(score_fn, sde, params, batch, key, t_eps: float | None = None) -> jnp.ndarray:
     """Denoising score matching, paper eq. (15), for any registered SDE.
 
@@ -24,10 +32,7 @@ def dsm_loss(score_fn, sde, params, batch, key, t_eps: float | None = None) -> j
     """
     x0, y = batch["clean"], batch["jpeg"]
     b = x0.shape[0]
-    t_eps = sde.t_eps if t_eps is None else t_eps
-    key_t, key_z = jax.random.split(key)
-    t = jax.random.uniform(key_t, (b,), minval=t_eps, maxval=sde.T)
-    z = jax.random.normal(key_z, x0.shape, x0.dtype)
+    t, z = _draw_time_and_noise(sde, x0, key, t_eps)
     mean, _ = sde.marginal(x0, y, t)
     std = jnp.reshape(sde.std(t), (b, 1, 1, 1))
     x_t = mean + std * z
@@ -44,11 +49,7 @@ def preconditioned_dsm_loss(apply_fn, sde, precond, params, batch, key, t_eps: f
     from .score import make_raw_fn
 
     x0, y = batch["clean"], batch["jpeg"]
-    b = x0.shape[0]
-    t_eps = sde.t_eps if t_eps is None else t_eps
-    key_t, key_z = jax.random.split(key)
-    t = jax.random.uniform(key_t, (b,), minval=t_eps, maxval=sde.T)
-    z = jax.random.normal(key_z, x0.shape, x0.dtype)
+    t, z = _draw_time_and_noise(sde, x0, key, t_eps)
     mean, std = sde.marginal(x0, y, t)
     x_t = mean + std * z
     f, (_, _, _, c_skip, c_out) = make_raw_fn(apply_fn, sde, precond)(params, x_t, y, t)
