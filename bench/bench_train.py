@@ -23,10 +23,9 @@ from driftrec_jax import config_lib, models, parallel, train_lib
 from machine_info import machine
 
 
-def bench_case(network: str, size: int, batch: int, repeats: int, variant: str = "score") -> dict:
-    c = config_lib.default_config()
-    c.model.network = network
-    c.model.variant = variant
+def step_setup(c, size: int, batch: int):
+    """(task, state, global batch of random pixels, sharded train step) of config `c` for
+    size² crops in batches of `batch` (also used by profile_train_step.py)."""
     task = models.task_from_config(c)
     tx = train_lib.make_optimizer(c.optim)
     mesh = parallel.make_mesh()
@@ -35,8 +34,14 @@ def bench_case(network: str, size: int, batch: int, repeats: int, variant: str =
     rng = np.random.default_rng(0)
     local = {"clean": rng.random((batch, size, size, 3), dtype=np.float32),
              "jpeg": rng.random((batch, size, size, 3), dtype=np.float32)}
-    gb = parallel.global_batch(local, mesh)
-    step = train_lib.make_train_step(task, tx, c.optim, mesh)
+    return task, state, parallel.global_batch(local, mesh), train_lib.make_train_step(task, tx, c.optim, mesh)
+
+
+def bench_case(network: str, size: int, batch: int, repeats: int, variant: str = "score") -> dict:
+    c = config_lib.default_config()
+    c.model.network = network
+    c.model.variant = variant
+    task, state, gb, step = step_setup(c, size, batch)
     t0 = time.perf_counter()
     compiled = step.lower(state, gb).compile()
     compile_s = time.perf_counter() - t0

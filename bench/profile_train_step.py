@@ -47,8 +47,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from driftrec_jax import config_lib, models, parallel, train_lib  # noqa: E402
+from driftrec_jax import config_lib, train_lib  # noqa: E402
 from driftrec_jax.networks import layers, ncsnpp  # noqa: E402
+from bench_train import step_setup  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 KINDS = ("conv 3×3 (XLA conv)", "conv 3×3 (im2col, ≤8×8 maps)", "conv 1×1", "group norm", "attention block",
@@ -188,18 +189,10 @@ def main(argv=None) -> None:
     size = args.size or c.data.crop_size
     batch = args.batch or c.data.batch_size
     load_before = os.getloadavg()[0]
-    task = models.task_from_config(c)
-    tx = train_lib.make_optimizer(c.optim)
-    mesh = parallel.make_mesh()
-    state = jax.jit(lambda k: train_lib.create_train_state(task, tx, k, size),
-                    out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
-    rng = np.random.default_rng(0)
-    local = {"clean": rng.random((batch, size, size, 3), dtype=np.float32),
-             "jpeg": rng.random((batch, size, size, 3), dtype=np.float32)}
-    gb = parallel.global_batch(local, mesh)
+    task, state, gb, step = step_setup(c, size, batch)
+    tx = train_lib.make_optimizer(c.optim)  # the step's optimiser (same config), for the update timed alone
 
     # The whole step, chained as in training (it donates its state: it runs on a copy).
-    step = train_lib.make_train_step(task, tx, c.optim, mesh)
     chained = jax.tree.map(jnp.copy, state)
     times = []
     for i in range(args.repeats + 1):
