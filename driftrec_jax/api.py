@@ -14,15 +14,15 @@ device), so an image restored with the name its file has (`names=["photo.jpg"]`)
 seed, sampler and tiling gets exactly the pixels `driftrec restore photo.jpg` writes; without
 names, image i of a call is named str(i) (the key rule: `engine.tile_key`).
 
-`Restorer.restore_files` is `driftrec restore` itself with this loaded model (the same checks,
-one-line errors, no-clobber atomic PNG writes, progress bar and summary on stderr); it returns
-the exit status (0 all restored, 1 some failed) and raises ValueError for what the command would
-call a usage error.
+`Restorer.restore_files` is `driftrec restore` itself with this loaded model: both call
+`restoring.restore_files`, the file pipeline (the same checks, one-line errors, no-clobber atomic
+PNG writes, progress bar and summary on stderr); it returns the exit status (0 all restored, 1
+some failed) and raises `restoring.UsageError`, a ValueError, for what the command calls a usage
+error.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from typing import Any, Sequence
@@ -125,29 +125,17 @@ class Restorer:
                       overwrite: bool = False, skip_existing: bool = False, max_pixels: int | None = None,
                       devices: int | None = None, compile_cache: bool = True) -> int:
         """`driftrec restore PATHS... -o OUT_DIR` with this model (files or folders; module
-        docstring). Returns 0 when every image was restored or skipped, 1 when some failed (one
-        line each on stderr); ValueError for a usage error (bad tiling, an output folder that is a
-        file, no images found, ...). In a multi-process job every process calls it with the same
-        arguments and restores its share of the files, as the command does."""
-        from . import restore_cli
+        docstring): `restoring.restore_files` with `model=self`. Returns 0 when every image was
+        restored or skipped, 1 when some failed (one line each on stderr); `restoring.UsageError`
+        (a ValueError) for a usage error (bad tiling, an output folder that is a file, no images
+        found, ...). In a multi-process job every process calls it with the same arguments and
+        restores its share of the files, as the command does."""
+        from . import restoring
 
-        setting = self.setting(sampler)
-        args = argparse.Namespace(
-            inputs=[os.fspath(p) for p in paths], outdir=os.fspath(out_dir), checkpoint=self.path, method=None,
-            sampler=None, steps=None, eta=None, grid=None, tol=sampler_settings.DEFAULT_TOL, num_samples=1,
-            seed=seed, batch_size=batch_size, devices=devices, tile=tile, overlap=overlap, eps=eps,
-            color_correction=color_correction, compile_cache=compile_cache, skip_existing=skip_existing,
-            overwrite=overwrite, max_pixels=max_pixels)
-        if setting is not None:
-            args.num_samples = setting.num_samples
-            if setting != dataclasses.replace(self.task.default_setting(), num_samples=setting.num_samples):
-                args.sampler, args.steps, args.eta, args.grid = setting.sampler, setting.steps, setting.eta, setting.grid
-                if setting.sampler == "ode":
-                    args.tol = setting.tol
-        try:
-            return restore_cli.restore(args, model=self)
-        except restore_cli.UsageError as err:
-            raise ValueError(str(err)) from None
+        return restoring.restore_files(
+            paths, out_dir, model=self, sampler=self.setting(sampler), seed=seed, batch_size=batch_size,
+            devices=devices, tile=tile, overlap=overlap, eps=eps, color_correction=color_correction,
+            compile_cache=compile_cache, skip_existing=skip_existing, overwrite=overwrite, max_pixels=max_pixels)
 
 
 def _to_rgb(x: np.ndarray) -> tuple[np.ndarray, bool, Any]:

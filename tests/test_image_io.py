@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from driftrec_jax import data, evaluate, image_files, images, restore_cli
+from driftrec_jax import data, evaluate, image_files, images, restore_cli, restoring
 
 # (relative path, Pillow format or None for a non-image file)
 FILES = [
@@ -48,7 +48,7 @@ def test_training_evaluation_and_restore_list_the_same_files(folder):
     assert _rel(image_files.list_image_folder(folder), folder) == LISTED
     assert _rel(data.list_images(folder), folder) == LISTED  # training sources
     assert _rel(evaluate._iter_names(str(folder), None), folder) == LISTED  # evaluation
-    assert _rel(restore_cli.find_images([folder])[0], folder) == LISTED  # driftrec restore
+    assert _rel(restoring.find_images([folder])[0], folder) == LISTED  # driftrec restore
     # Every listed file decodes, through the one decoder, for evaluation pairs and for restoring.
     pairs = list(data.eval_pairs(str(folder), qualities=(50,)))
     assert [p["name"] for p in pairs] == LISTED

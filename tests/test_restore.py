@@ -1,4 +1,4 @@
-"""Tests of `driftrec restore` / sample.py (driftrec_jax.restore_cli).
+"""Tests of `driftrec restore` / sample.py (driftrec_jax.restore_cli on driftrec_jax.restoring).
 
 A miniature model file (the 'tiny' NCSN++ with one resolution level and no attention, random
 weights: it compiles in seconds) restores a folder of small images in 32-pixel tiles with 3
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from driftrec_jax import engine, models, restore_cli, sampler_settings, samplers
+from driftrec_jax import engine, models, restore_cli, restoring, sampler_settings, samplers
 
 ROOT = Path(__file__).resolve().parents[1]
 SDE = {"name": "ouve", "gamma": 1.0, "sigma_min": 0.01, "sigma_max": 1.0}
@@ -124,29 +124,41 @@ def test_sample_py_is_the_same_command():
 
 def test_sampler_settings():
     parse = restore_cli.build_parser().parse_args
-    default = restore_cli._sampler_settings(parse(["x", "-o", "y"]))
+
+    def settings(argv):  # the command's options -> restore_files's keywords -> samplers.sample's
+        opts = restore_cli.options(parse(["x", "-o", "y", *argv]))
+        keys = ("sampler", "steps", "eta", "grid", "tol", "num_samples")
+        setting = restoring.sampler_setting(**{k: opts[k] for k in keys})
+        return dict(setting.options(opts["eps"]), color_correction=opts["color_correction"])
+
+    default = settings([])
     assert default == dict(sampler_settings.default_setting().options(0.03), color_correction=True)
-    em = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "em"]))
+    em = settings(["--sampler", "em"])
     assert em == {"sampler": "em", "num_samples": 1, "color_correction": True, "eps": 0.03, "steps": 100}
-    ode = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "ode", "--tol", "0.01",
-                                               "--no-color-correction", "--num-samples", "3"]))
+    ode = settings(["--sampler", "ode", "--tol", "0.01", "--no-color-correction", "--num-samples", "3"])
     assert ode == {"sampler": "ode", "num_samples": 3, "color_correction": False, "eps": 0.03,
                    "rtol": 0.01, "atol": 0.01}
-    ddim = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "ddim", "--eta", "0", "--grid", "edm",
-                                                "--steps", "4"]))
+    ddim = settings(["--sampler", "ddim", "--eta", "0", "--grid", "edm", "--steps", "4"])
     assert ddim == {"sampler": "ddim", "num_samples": 1, "color_correction": True, "eps": 0.03, "steps": 4,
                     "eta": 0.0, "grid": "edm"}
-    dpm = restore_cli._sampler_settings(parse(["x", "-o", "y", "--sampler", "sde-dpm2m"]))
+    dpm = settings(["--sampler", "sde-dpm2m"])
     assert dpm["steps"] == sampler_settings.DEFAULT_STEPS["sde-dpm2m"] and dpm["grid"] == "lambda"
     for argv, option in ((["--sampler", "em", "--eta", "0"], "--eta"), (["--sampler", "ode", "--grid", "t"], "--grid")):
-        with pytest.raises(restore_cli.UsageError, match=option):
-            restore_cli._sampler_settings(parse(["x", "-o", "y", *argv]))
+        with pytest.raises(restoring.UsageError, match=option):
+            settings(argv)
+    # The library also takes a whole setting, as text or a SamplerSetting, and then no sampler options.
+    em4 = sampler_settings.SamplerSetting("em", steps=3, num_samples=4)
+    assert restoring.sampler_setting(sampler="em:3x4") == em4 == restoring.sampler_setting(sampler=em4)
+    with pytest.raises(restoring.UsageError, match="whole setting"):
+        restoring.sampler_setting(sampler="em:3", num_samples=4)
+    with pytest.raises(restoring.UsageError, match="bad sampler setting"):
+        restoring.sampler_setting(sampler="em:many")
 
 
 def test_downsampling_factor():
-    assert restore_cli._downsampling_factor({"network": "tiny", "overrides": {}}) == 4
-    assert restore_cli._downsampling_factor({"network": "paper"}) == 64
-    assert restore_cli._downsampling_factor({"network": "tiny", "overrides": MINI}) == 1
+    assert restoring._downsampling_factor({"network": "tiny", "overrides": {}}) == 4
+    assert restoring._downsampling_factor({"network": "paper"}) == 64
+    assert restoring._downsampling_factor({"network": "tiny", "overrides": MINI}) == 1
 
 
 def test_find_images(files, tmp_path):
@@ -155,7 +167,7 @@ def test_find_images(files, tmp_path):
     out_inside.mkdir()
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(out_inside / "old.png")
     try:
-        found, problems = restore_cli.find_images([src, src / "rgb.png", tmp_path / "nope.jpg"], exclude=out_inside)
+        found, problems = restoring.find_images([src, src / "rgb.png", tmp_path / "nope.jpg"], exclude=out_inside)
     finally:
         (out_inside / "old.png").unlink()
         out_inside.rmdir()
@@ -164,18 +176,18 @@ def test_find_images(files, tmp_path):
                      "truncated.png"]  # sorted, recursive, no .txt, no hidden, no output folder, no repeats
     assert problems == [(str(tmp_path / "nope.jpg"), "no such file or folder")]
     # A file named explicitly is tried whatever its extension.
-    assert restore_cli.find_images([src / "notes.txt"])[0] == [str(src / "notes.txt")]
+    assert restoring.find_images([src / "notes.txt"])[0] == [str(src / "notes.txt")]
 
 
 def test_compile_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("DRIFTREC_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert restore_cli.compile_cache_dir() == tmp_path / "xdg" / "driftrec_jax" / "jax"
+    assert restoring.compile_cache_dir() == tmp_path / "xdg" / "driftrec_jax" / "jax"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert restore_cli.compile_cache_dir() == tmp_path / "home" / ".cache" / "driftrec_jax" / "jax"
+    assert restoring.compile_cache_dir() == tmp_path / "home" / ".cache" / "driftrec_jax" / "jax"
     monkeypatch.setenv("DRIFTREC_CACHE_DIR", str(tmp_path / "mine"))
-    assert restore_cli.compile_cache_dir() == tmp_path / "mine"
+    assert restoring.compile_cache_dir() == tmp_path / "mine"
 
 
 def test_python_api_gives_the_cli_images(files, folder_run, tmp_path):
@@ -204,6 +216,56 @@ def test_python_api_gives_the_cli_images(files, folder_run, tmp_path):
     with pytest.raises(ValueError, match="not ddrm"):
         r.restore(rgb, sampler="ddrm:20")
     assert driftrec_jax.load("driftrec").path == models.bundled_model_path("driftrec")
+
+
+def test_library_under_the_command_line(files, folder_run, tmp_path, capsys):
+    """The file pipeline is a library function, `restoring.restore_files`, with one keyword option
+    per command-line option; the command line and the API call it. Neither the library nor the API
+    parse argv, import the command line or exit; the command line imports nothing that restores."""
+    import ast
+    import inspect
+
+    def imports_and_calls(module):
+        tree = ast.parse(Path(module.__file__).read_text())
+        names, attrs = set(), set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names.update([node.module] if node.module else [a.name for a in node.names])
+            elif isinstance(node, ast.Attribute):
+                attrs.add(node.attr)
+            elif isinstance(node, ast.Name):
+                attrs.add(node.id)
+        return names, attrs
+
+    from driftrec_jax import api
+
+    for module in (api, restoring):
+        names, attrs = imports_and_calls(module)
+        assert not names & {"argparse", "restore_cli", "cli", "driftrec_jax.restore_cli"}, module.__name__
+        assert not attrs & {"exit", "SystemExit", "parse_args", "Namespace", "argv"}, module.__name__
+    names, _ = imports_and_calls(restore_cli)
+    assert names <= {"__future__", "argparse", "sys", "engine", "sampler_settings", "image_files", "restoring"}, names
+
+    parser = restore_cli.build_parser()
+    dests = {a.dest for a in parser._actions if a.dest != "help"}
+    keywords = set(inspect.signature(restoring.restore_files).parameters)
+    assert {"model" if d == "checkpoint" else d for d in dests} == keywords  # every option, and only those
+    assert set(restore_cli.options(parser.parse_args(["x", "-o", "y"]))) == keywords - {"inputs", "outdir"}
+
+    # Called with keyword options, the library writes the command's PNG (same compiled restorer).
+    _, _, out = folder_run
+    lib = tmp_path / "lib"
+    assert restoring.restore_files([files["in"] / "rgb.png"], lib, model=files["score"], steps=3, tile=32,
+                                   overlap=16, batch_size=1, compile_cache=False) == 0
+    np.testing.assert_array_equal(_pixels(lib / "rgb.png"), _pixels(out / "rgb.png"))
+    assert "restored 1 of 1 inputs" in capsys.readouterr().err
+    # A usage error is an exception (a ValueError), nothing printed, nothing exits.
+    with pytest.raises(restoring.UsageError, match="overlap"):
+        restoring.restore_files([files["in"]], tmp_path / "o", model=files["score"], tile=32, overlap=24)
+    assert issubclass(restoring.UsageError, ValueError) and capsys.readouterr().err == ""
+    assert not (tmp_path / "o").exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +387,7 @@ def test_out_of_memory_is_one_line(files, tmp_path, monkeypatch):
     def exhausted(params, tiles, keys, aux):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 123 bytes.\nmore detail")
 
-    monkeypatch.setattr(restore_cli, "_tile_fn", lambda *a: exhausted)
+    monkeypatch.setattr(restoring, "_tile_fn", lambda *a: exhausted)
     rc, err = _run([files["in"] / "rgb.png", "-o", tmp_path / "o", "--checkpoint", files["score"], *TILING])
     assert rc == 1
     assert err.splitlines() == ["driftrec restore: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating "
@@ -479,7 +541,7 @@ def test_default_batch_is_one_tile_on_the_cpu(files, tmp_path, monkeypatch):
     """Without --batch-size the CPU backend restores one tile per device at a time (its fastest
     setting)."""
     seen = []
-    monkeypatch.setattr(restore_cli, "_tile_fn", lambda *a: lambda params, tiles, keys, aux: (
+    monkeypatch.setattr(restoring, "_tile_fn", lambda *a: lambda params, tiles, keys, aux: (
         tiles, jnp.ones(tiles.shape[0], jnp.int32)))
     made = engine.TileEngine.__init__
 
@@ -529,7 +591,7 @@ def _identity_sampler(monkeypatch, on_call=None):
     def fake(task, setting, eps, color_correction, subsampling):
         return lambda params, tiles, keys, aux: (tiles, jnp.ones(tiles.shape[0], jnp.int32))
 
-    monkeypatch.setattr(restore_cli, "_tile_fn", fake)
+    monkeypatch.setattr(restoring, "_tile_fn", fake)
     monkeypatch.setattr(engine.TileEngine, "compile", _COMPILE)  # after _never_compiled
     if on_call is not None:
         run = engine.TileEngine.run
@@ -548,7 +610,7 @@ def _never_compiled(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("compiled although nothing was to be restored")
 
-    monkeypatch.setattr(restore_cli, "_tile_fn", fail)
+    monkeypatch.setattr(restoring, "_tile_fn", fail)
     monkeypatch.setattr(engine.TileEngine, "compile", fail)
 
 
@@ -573,7 +635,7 @@ def test_existing_output_is_kept_unless_overwrite(files, tmp_path, monkeypatch):
     argv = [folder / "photo.jpg", "-o", folder, "--checkpoint", files["score"], *FAST]
     rc, err = _run(argv)
     assert rc == 1
-    assert _error_lines(err) == [f"driftrec restore: {folder / 'photo.jpg'}: {restore_cli.exists_message(folder / 'photo.png')}"]
+    assert _error_lines(err) == [f"driftrec restore: {folder / 'photo.jpg'}: {restoring.exists_message(folder / 'photo.png')}"]
     assert "--overwrite" in err and "--skip-existing" in err
     assert _snapshot(folder) == before  # nothing touched, no temp file
     rc, err = _run(argv + ["--skip-existing"])
@@ -599,7 +661,7 @@ def test_output_appearing_during_the_run_is_not_replaced(files, tmp_path, monkey
     _identity_sampler(monkeypatch, someone_writes)
     rc, err = _run([files["in"] / "rgb.png", files["in"] / "gray.png", "-o", out, "--checkpoint", files["score"], *FAST])
     assert rc == 1
-    assert _error_lines(err) == [f"driftrec restore: {files['in'] / 'rgb.png'}: {restore_cli.exists_message(out / 'rgb.png')}"]
+    assert _error_lines(err) == [f"driftrec restore: {files['in'] / 'rgb.png'}: {restoring.exists_message(out / 'rgb.png')}"]
     assert (out / "rgb.png").read_bytes() == b"another program's file"
     assert sorted(p.name for p in out.iterdir()) == ["gray.png", "rgb.png"]
 
