@@ -3,8 +3,9 @@
 Layers, bottom-up (nothing imports upward):
   schedules, sde, networks, data, metrics, jpeg, parallel, checkpoint
   -> score, losses, samplers, ddrm
-  -> train_lib, images
-  -> evaluate, cli
+  -> train_lib, images, engine
+  -> restoring (restoring files), evaluate
+  -> api, cli, restore_cli (the command line over restoring)
 Importing the package itself is cheap: submodules are imported on use.
 
 The Python API (driftrec_jax.api):

@@ -129,8 +129,8 @@ def find_images(inputs, exclude=None) -> tuple[list[str], list[tuple[str, str]]]
     `image_files.list_image_folder` (as training and evaluation list folders): searched recursively for
     files with an IMAGE_EXTENSIONS suffix, skipping hidden files and folders and everything under
     `exclude` (the output folder, so a re-run does not restore its own outputs; not applied when
-    `exclude` is the input folder itself); each folder's files are sorted by relative path. A path that does not exist is reported, not raised.
-    Files named twice are kept once.
+    `exclude` is the input folder itself); each folder's files are sorted by relative path. A
+    path that does not exist is reported, not raised. Files named twice are kept once.
     """
     excl = os.path.realpath(exclude) if exclude is not None else None
     files: list[str] = []
