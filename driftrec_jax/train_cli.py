@@ -225,8 +225,7 @@ def train(config, workdir: str, progress: bool | str = True, overwrite: bool = F
     warm = None
     if latest is None and config.train.init_from:
         warm = _read_init_weights(config.train.init_from, spec)  # before compiling anything: fails fast
-    init = jax.jit(lambda key, params: train_lib.create_train_state(task, tx, key, config.data.crop_size, params),
-                   out_shardings=parallel.replicated(mesh))
+    init = train_lib.make_init_state(task, tx, config.data.crop_size, mesh)
     state = init(jax.random.PRNGKey(config.train.seed), warm)
     del warm  # the state holds them now: no second copy of the weights kept for the whole run
     start = 0

@@ -74,6 +74,15 @@ def create_train_state(task: Task, tx, key, image_size: int = 32, params=None) -
     )
 
 
+def make_init_state(task: Task, tx, image_size: int, mesh) -> Callable:
+    """Jit :func:`create_train_state` with the state replicated over the mesh, as training's first
+    call: ``init(key, params)``, params None for random ones. One jitted function per (task,
+    optimiser, size, mesh), so a caller can build it once and reuse it (the tests share it between
+    runs of one config)."""
+    return jax.jit(lambda key, params: create_train_state(task, tx, key, image_size, params),
+                   out_shardings=parallel.replicated(mesh))
+
+
 def ema_decay_at(decay: float, num_updates):
     """EMA decay with the usual warm-up, min(decay, (1 + n)/(10 + n)) (as the
     DriftRec authors' code does; paper Sec. III-B: decay 0.999)."""

@@ -59,30 +59,57 @@ def image_folder(tmp_path_factory):
     return folder
 
 
+# The library's builders, kept before any test replaces them with the shared ones (`shared_compiles`).
+MAKE_INIT_STATE, MAKE_TRAIN_STEP = train_lib.make_init_state, train_lib.make_train_step
+
+
 @pytest.fixture(scope="module")
 def tiny():
+    """The 'tiny_test' config's task, optimiser, jitted init (train.py's own: replicated over all 8
+    devices; Flax's init run op by op takes about a minute on 2 cores) and its step-0 state."""
     c = config_lib.load_config("tiny_test")
     task = models.task_from_config(c)
     tx = train_lib.make_optimizer(c.optim)
-    # Jitted, as train.py does (Flax's init run op by op takes about a minute on 2 cores).
-    state = jax.jit(lambda key: train_lib.create_train_state(task, tx, key, 32))(jax.random.PRNGKey(c.train.seed))
-    return c, task, tx, state
+    init = MAKE_INIT_STATE(task, tx, c.data.crop_size, parallel.make_mesh())
+    state = init(jax.random.PRNGKey(c.train.seed), None)  # as train() calls it
+    return c, task, tx, state, init
 
 
 @pytest.fixture(scope="module")
 def steps(tiny):
     """get(n_devices, steps_per_call) -> (mesh, jitted train step), built once per module: the tests
     share compiled steps instead of compiling the same one again."""
-    c, task, tx, _ = tiny
+    c, task, tx = tiny[:3]
     made = {}
 
     def get(n_devices: int, per_call: int = 1):
         if (n_devices, per_call) not in made:
             mesh = parallel.make_mesh(n_devices)
-            made[n_devices, per_call] = mesh, train_lib.make_train_step(task, tx, c.optim, mesh, per_call)
+            made[n_devices, per_call] = mesh, MAKE_TRAIN_STEP(task, tx, c.optim, mesh, per_call)
         return made[n_devices, per_call]
 
     return get
+
+
+@pytest.fixture
+def shared_compiles(tiny, steps, monkeypatch):
+    """train() of the 'tiny_test' config gets the module's jitted init and step (built from the same
+    task, optimiser settings, crop size and mesh) instead of compiling them again; anything else
+    fails the test rather than being swapped."""
+    c, task = tiny[:2]
+
+    def make_init_state(task_, tx_, image_size, mesh):
+        assert (task_, image_size, mesh.size) == (task, c.data.crop_size, jax.device_count())
+        return tiny[4]
+
+    def make_train_step(task_, tx_, optim_cfg, mesh, steps_per_call=1):
+        assert task_ == task and optim_cfg.to_dict() == c.optim.to_dict()
+        shared_mesh, step = steps(mesh.size, steps_per_call)
+        assert list(mesh.devices.flat) == list(shared_mesh.devices.flat)
+        return step
+
+    monkeypatch.setattr(train_lib, "make_init_state", make_init_state)
+    monkeypatch.setattr(train_lib, "make_train_step", make_train_step)
 
 
 def _fresh(tree):
@@ -115,7 +142,7 @@ def _assert_states_close(s1, s2):
 
 
 def test_eight_devices_equal_one_device(tiny, steps):
-    c, task, tx, state = tiny
+    c, task, tx, state = tiny[:4]
     assert jax.device_count() == 8
     rng = np.random.default_rng(1)
     batches = [{"clean": rng.random((8, 32, 32, 3), dtype=np.float32),
@@ -139,7 +166,7 @@ def test_eight_devices_equal_one_device(tiny, steps):
 
 
 def test_scan_of_steps_equals_single_steps(tiny, steps):
-    c, task, tx, state = tiny
+    c, task, tx, state = tiny[:4]
     mesh, one = steps(8)
     rng = np.random.default_rng(2)
     batches = [{"clean": rng.random((8, 32, 32, 3), dtype=np.float32),
@@ -155,7 +182,7 @@ def test_scan_of_steps_equals_single_steps(tiny, steps):
 
 
 def test_ema_warmup_and_frozen_constants(tiny, steps):
-    c, task, tx, state = tiny
+    c, task, tx, state = tiny[:4]
     assert float(train_lib.ema_decay_at(0.999, 0)) == pytest.approx(0.1)
     assert float(train_lib.ema_decay_at(0.999, 10**6)) == pytest.approx(0.999)
     mesh, step = steps(8)
@@ -175,7 +202,8 @@ def test_ema_warmup_and_frozen_constants(tiny, steps):
 
 
 def test_checkpoint_round_trip(tiny, tmp_path):
-    c, task, tx, state = tiny
+    c, task, tx, state = tiny[:4]
+    state = jax.device_put(state, jax.devices()[0])  # one device's copy of the replicated state
     manager = checkpoint.make_manager(str(tmp_path / "ck"), max_to_keep=2, async_save=True)
     for step in (1, 2, 3):
         checkpoint.save(manager, step, state.replace(step=jnp.asarray(step, jnp.int32)),
@@ -194,14 +222,13 @@ def test_checkpoint_round_trip(tiny, tmp_path):
         checkpoint.read_meta(str(tmp_path / "nothing"))
 
 
-def _mean_loss(task, params, batches):
-    loss = jax.jit(task.loss)
+def _mean_loss(loss, params, batches):
     losses = [loss(params, b, jax.random.PRNGKey(100 + i)) for i, b in enumerate(batches)]
     return float(np.mean(losses))
 
 
-def test_tiny_training_lowers_the_loss(image_folder, tmp_path, tiny):
-    _, task, _, init = tiny  # train.py starts from the same state (same config, seed and crop size)
+def test_tiny_training_lowers_the_loss(image_folder, tmp_path, tiny, shared_compiles):
+    _, task, _, init = tiny[:4]  # train.py starts from the same state (same config, seed and crop size)
     c = _tiny_config(image_folder, num_steps=50, checkpoint_every=50)
     state = train(c, str(tmp_path / "run"), progress=False)
     assert int(state.step) == 50
@@ -209,8 +236,9 @@ def test_tiny_training_lowers_the_loss(image_folder, tmp_path, tiny):
 
     it = data.make_train_iterator(dict(c.data.to_dict(), seed=123))
     held_out = [{k: jnp.asarray(v) for k, v in next(it).items() if k in ("clean", "jpeg")} for _ in range(4)]
-    before = _mean_loss(task, init.params, held_out)
-    after = _mean_loss(task, jax.device_get(state.params), held_out)
+    loss = jax.jit(task.loss)
+    before = _mean_loss(loss, jax.device_get(init.params), held_out)
+    after = _mean_loss(loss, jax.device_get(state.params), held_out)
     assert after < 0.8 * before, (before, after)
     # The run leaves a loadable model file and TensorBoard logs.
     task2, params, spec = models.load_model(str(tmp_path / "run"))
@@ -259,9 +287,14 @@ def test_sigkill_and_resume_reach_the_same_parameters(image_folder, tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_nan_loss_stops_with_a_clear_message(image_folder, tmp_path):
-    c = _tiny_config(image_folder, mini=True, num_steps=20, checkpoint_every=10)
-    c.optim.lr = 1e30  # diverges at once
+def test_nan_loss_stops_with_a_clear_message(image_folder, tmp_path, shared_compiles):
+    c = _tiny_config(image_folder, num_steps=20, checkpoint_every=10)
+    # A run started from the weights of one that diverged (NaN) has a NaN loss at once. (Its
+    # compiled init and step are the module's: a diverging learning rate would compile a new step.)
+    task = models.task_from_config(c)
+    diverged = jax.tree.map(lambda a: np.full(a.shape, np.nan, np.float32), models.random_params(task))
+    models.save_model(str(tmp_path / "diverged.msgpack"), models.model_spec(c), diverged)
+    c.train.init_from = str(tmp_path / "diverged.msgpack")
     from driftrec_jax.train_cli import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match="loss became"):
@@ -292,8 +325,8 @@ def test_every_shipped_config_loads_and_the_small_ones_share_their_setup():
     assert (overridden.train.num_steps, overridden.data.source) == (7, "elsewhere")
 
 
-def test_a_new_run_can_start_from_a_model_file(image_folder, tmp_path, capsys):
-    c = _tiny_config(image_folder, mini=True, num_steps=2, checkpoint_every=2, sample_every=0)
+def test_a_new_run_can_start_from_a_model_file(image_folder, tmp_path, capsys, shared_compiles):
+    c = _tiny_config(image_folder, num_steps=2, checkpoint_every=2, sample_every=0)
     task = models.task_from_config(c)
     start = models.random_params(task, seed=7)  # stands in for a trained model
     models.save_model(str(tmp_path / "start.msgpack"), models.model_spec(c), start)
