@@ -246,6 +246,11 @@ def test_tiny_training_lowers_the_loss(image_folder, tmp_path, tiny, shared_comp
     assert os.listdir(tmp_path / "run" / "tensorboard")
 
 
+# The resume test's run: RESUME_STEPS steps, a checkpoint every RESUME_EVERY, killed after step KILL_AT
+# (a checkpoint step before the last) and resumed.
+RESUME_STEPS, RESUME_EVERY, KILL_AT = 6, 2, 4
+
+
 def _run_train(workdir, source, cache, extra=(), kill_at=None):
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     env.pop("XLA_FLAGS", None)  # one CPU device, as a user's laptop
@@ -255,8 +260,9 @@ def _run_train(workdir, source, cache, extra=(), kill_at=None):
     with open(config, "w") as f:
         f.write(MINI_CONFIG)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config, "--workdir", str(workdir),
-           f"--config.data.source={source}", "--config.data.jpeg_backend=pillow", "--config.train.num_steps=30",
-           "--config.train.checkpoint_every=10", "--config.train.async_checkpoints=True", *extra]
+           f"--config.data.source={source}", "--config.data.jpeg_backend=pillow",
+           f"--config.train.num_steps={RESUME_STEPS}", f"--config.train.checkpoint_every={RESUME_EVERY}",
+           "--config.train.async_checkpoints=True", *extra]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -264,9 +270,9 @@ def test_sigkill_and_resume_reach_the_same_parameters(image_folder, tmp_path):
     cache = tmp_path / "jax_cache"
     full = _run_train(tmp_path / "full", image_folder, cache)
     assert full.returncode == 0, full.stderr[-2000:]
-    killed = _run_train(tmp_path / "resumed", image_folder, cache, kill_at=20)
+    killed = _run_train(tmp_path / "resumed", image_folder, cache, kill_at=KILL_AT)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert not os.path.exists(tmp_path / "resumed" / "checkpoints" / "30")
+    assert not os.path.exists(tmp_path / "resumed" / "checkpoints" / str(RESUME_STEPS))
     resumed = _run_train(tmp_path / "resumed", image_folder, cache)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from step" in resumed.stderr
@@ -279,10 +285,12 @@ def test_sigkill_and_resume_reach_the_same_parameters(image_folder, tmp_path):
     c.model.overrides = dict(MINI_NETWORK)
     task = models.task_from_config(c)
     tx = train_lib.make_optimizer(c.optim)
-    target = jax.jit(lambda key: train_lib.create_train_state(task, tx, key, 32))(jax.random.PRNGKey(0))
+    # The restore template: its structure, shapes and dtypes (traced, not compiled).
+    shapes = jax.eval_shape(lambda key: train_lib.create_train_state(task, tx, key, 32), jax.random.PRNGKey(0))
+    target = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     states = [checkpoint.restore(checkpoint.make_manager(str(tmp_path / d / "checkpoints"), async_save=False), target)
               for d in ("full", "resumed")]
-    assert states[0][1]["step"] == states[1][1]["step"] == 30
+    assert states[0][1]["step"] == states[1][1]["step"] == RESUME_STEPS
     for a, b in zip(jax.tree.leaves(states[0][0]), jax.tree.leaves(states[1][0])):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
