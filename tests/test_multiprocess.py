@@ -233,16 +233,24 @@ def test_two_processes_train_checkpoint_fail_and_resume_like_one(image_folder, t
     by itself, non-zero) and relaunching resumes to the reference parameters."""
     work = tmp_path / "run"
     assert jax.device_count() == 8 and jax.process_count() == 1
-    # The runs in this process and the reference share one compiled step (same config and mesh).
-    made, make_step = {}, train_lib.make_train_step
+    # The runs in this process and the reference share one compiled step, and the two runs one
+    # compiled init (same config and mesh).
+    made, make_step, make_init = {}, train_lib.make_train_step, train_lib.make_init_state
 
     def shared_step(task, tx, optim_cfg, mesh, steps_per_call=1):
-        key = (tuple(d.id for d in mesh.devices.flat), steps_per_call)
+        key = ("step", tuple(d.id for d in mesh.devices.flat), steps_per_call)
         if key not in made:
             made[key] = make_step(task, tx, optim_cfg, mesh, steps_per_call)
         return made[key]
 
+    def shared_init(task, tx, image_size, mesh):
+        key = ("init", tuple(d.id for d in mesh.devices.flat), image_size)
+        if key not in made:
+            made[key] = make_init(task, tx, image_size, mesh)
+        return made[key]
+
     monkeypatch.setattr(train_lib, "make_train_step", shared_step)
+    monkeypatch.setattr(train_lib, "make_init_state", shared_init)
 
     # 1. One process, 8 devices: steps 1-2.
     s2 = train(_config(image_folder, 2), str(work), progress=False)
