@@ -264,6 +264,15 @@ class RegressionTask(Task):
         return cls(model=cls._network(spec, "regression", dtype))
 
 
+def _spec_fields(spec: dict, key: str, defaults: dict) -> dict:
+    """A model spec's `key` section over its defaults; a field the method does not know is an error."""
+    fields = dict(defaults, **dict(spec.get(key, {})))
+    unknown = set(fields) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown {key} field(s) {sorted(unknown)}; allowed: {', '.join(defaults)}")
+    return fields
+
+
 DDRM_DEFAULTS = dict(num_timesteps=1000, beta_start=1e-4, beta_end=0.02, max_train_timestep=None)
 
 
@@ -328,10 +337,7 @@ class DDRMTask(Task):
 
     @classmethod
     def from_spec(cls, spec, dtype):
-        fields = dict(DDRM_DEFAULTS, **dict(spec.get("ddrm", {})))
-        unknown = set(fields) - set(DDRM_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown ddrm field(s) {sorted(unknown)}; allowed: {', '.join(DDRM_DEFAULTS)}")
+        fields = _spec_fields(spec, "ddrm", DDRM_DEFAULTS)
         return cls(model=cls._network(spec, "ddrm_eps", dtype), **fields)
 
 
@@ -420,10 +426,7 @@ class I2SBTask(Task):
     def from_spec(cls, spec, dtype):
         from .i2sb import I2SB
 
-        fields = dict(I2SB_DEFAULTS, **dict(spec.get("i2sb", {})))
-        unknown = set(fields) - set(I2SB_DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown i2sb field(s) {sorted(unknown)}; allowed: {', '.join(I2SB_DEFAULTS)}")
+        fields = _spec_fields(spec, "i2sb", I2SB_DEFAULTS)
         cond_y = bool(fields.pop("cond_y"))
         process = I2SB(n_steps=int(fields["n_steps"]), beta_min=float(fields["beta_min"]),
                        beta_max=float(fields["beta_max"]))

@@ -67,6 +67,8 @@ def test_each_variant_builds_its_task_and_its_model_file_round_trips(variant, cl
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     if variant == "i2sb":
         assert loaded.process == I2SB(n_steps=100, beta_min=1e-4, beta_max=0.2) and not loaded.cond_y
+        with pytest.raises(ValueError, match=r"unknown i2sb field\(s\) \['gamma'\]; allowed: n_steps"):
+            models.build_task(dict(spec, i2sb=dict(spec["i2sb"], gamma=1.0)))
     with pytest.raises(ValueError, match="unknown model variant"):
         models.build_task(dict(spec, variant="nope"))
 
