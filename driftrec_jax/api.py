@@ -89,6 +89,8 @@ class Restorer:
         names = [str(i) for i in range(len(items))] if names is None else [str(n) for n in names]
         if len(names) != len(items):
             raise ValueError(f"{len(names)} names for {len(items)} images")
+        if tile % self.task.model.multiple:  # as `driftrec restore` refuses it
+            raise ValueError(f"tile {tile} must be a multiple of {self.task.model.multiple} for this model's network")
         prepared = [_to_rgb(np.asarray(x)) for x in items]
         setting = self.setting(sampler)
         groups: dict = {}  # DDRM: chroma layout -> image numbers (gray images have their own tables)

@@ -278,14 +278,6 @@ def _ddrm_file_tables(path: str) -> tuple:
     return tables, subsampling
 
 
-def _downsampling_factor(spec: dict) -> int:
-    """2**(number of resolution levels − 1) of the model's NCSN++: tiles must be multiples of it."""
-    from .networks.presets import network_config
-
-    cfg = dict(network_config(spec["network"]), **spec.get("overrides", {}))
-    return 2 ** (len(cfg["ch_mult"]) - 1)
-
-
 # --------------------------------------------------------------------------------------------
 # The pipeline
 
@@ -411,7 +403,7 @@ def _restore_files(inputs, outdir, *, model, method, sampler_options, seed, batc
         setting = task.check_setting(asked)
     except ValueError as err:
         raise UsageError(f"--sampler {asked.sampler}: {err}") from None
-    factor = _downsampling_factor(spec)
+    factor = task.model.multiple  # the network's total downsampling, its stem included
     if tile % factor:
         raise UsageError(f"--tile {tile} must be a multiple of {factor} for this model's network")
     for line in pending_lines:  # the model is usable: now the inputs' problems

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import driftrec_jax
 from driftrec_jax import engine, models, restore_cli, restoring, sampler_settings, samplers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,10 +156,25 @@ def test_sampler_settings():
         restoring.sampler_setting(sampler="em:many")
 
 
-def test_downsampling_factor():
-    assert restoring._downsampling_factor({"network": "tiny", "overrides": {}}) == 4
-    assert restoring._downsampling_factor({"network": "paper"}) == 64
-    assert restoring._downsampling_factor({"network": "tiny", "overrides": MINI}) == 1
+def test_tiles_are_multiples_of_the_networks_downsampling(files, tmp_path):
+    def task(network, overrides):
+        return models.build_task({"network": network, "overrides": overrides, "variant": "score",
+                                  "dtype": "float32", "sde": SDE})
+
+    assert task("tiny", {}).model.multiple == 4
+    assert task("paper", {}).model.multiple == 64
+    assert task("tiny", MINI).model.multiple == 1
+    # A space-to-depth stem counts: tiny's 3 levels after a stem of 8 downsample by 32.
+    stem = task("tiny", {"stem": 8})
+    assert stem.model.multiple == 32
+    path = tmp_path / "stem.msgpack"
+    models.save_model(str(path), {"network": "tiny", "overrides": {"stem": 8}, "variant": "score",
+                                  "dtype": "float32", "sde": SDE}, models.random_params(stem, seed=0))
+    with pytest.raises(restoring.UsageError, match="--tile 48 must be a multiple of 32 for this model's network"):
+        restoring.restore_files([files["in"] / "rgb.png"], tmp_path / "out", model=path, tile=48, overlap=16)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="tile 48 must be a multiple of 32 for this model's network"):
+        driftrec_jax.load(str(path)).restore(np.zeros((40, 56, 3), np.uint8), tile=48, overlap=16)
 
 
 def test_find_images(files, tmp_path):
