@@ -2,10 +2,12 @@
 
     driftrec evaluate -c DriftRec=MODEL -d kodak24/ mcmaster18/ cbsd68/ -q 10 20 30 --crop 128 \\
         --tile 128 --batch-size 1 --sampler-settings ddim:3 ddim:5 dpm2m:5 em:100 ... --out OUT
-    python scripts/sampler_study.py OUT --reference em:100 [--plots docs/figures] [--md OUT/study.md]
+    python scripts/sampler_study.py OUT [OUT2 ...] --reference em:100 [--plots docs/figures] [--md OUT/study.md]
 
 Reads OUT/per_image.csv (or with --cache every result in OUT/cache.jsonl: all the runs made into
-OUT, a running one too) and writes, as Markdown:
+OUT, a running one too); with several folders or CSV files (e.g. one evaluate run per stage of a
+study), their rows together, where a later input's row replaces an earlier one of the same setting
+and image. Writes, as Markdown (to stdout, or with --md to a file):
 
 1. one table over every (set, quality, image) that all settings were run on: per setting the
    network calls, mean PSNR / SSIM / PSNR-B / LPIPS / BEF, and the per-image differences to the
@@ -208,28 +210,42 @@ def plots(order: list[str], data: dict, reference: str, out_dir: str, prefix: st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", help="the --out folder of a driftrec evaluate run, or a per-image CSV file with its "
-                                "columns (e.g. bench/results/sampler_study_per_image.csv)")
+    ap.add_argument("out", nargs="+",
+                    help="the --out folder of a driftrec evaluate run, or a per-image CSV file with its columns "
+                         "(e.g. bench/results/sampler_study_per_image.csv); several: their rows together, a later "
+                         "input's row replacing an earlier one of the same setting and image")
     ap.add_argument("--reference", default="em:100", help="setting the others are compared with (default em:100)")
     ap.add_argument("--plots", metavar="DIR", help="also write the two plots into DIR")
     ap.add_argument("--prefix", default="sampler_study", help="file name prefix of the plots")
     ap.add_argument("--cache", action="store_true",
                     help="read every result in OUT/cache.jsonl instead of the last run's per_image.csv")
+    ap.add_argument("--md", metavar="FILE", help="write the tables to FILE (replaced whole, never half-written) "
+                                                 "instead of stdout")
     ap.add_argument("--only", nargs="+", metavar="SETTING",
                     help="only these settings (and the JPEG), so that the images they share are all counted")
     args = ap.parse_args(argv)
-    try:
-        rows = read_rows(args.out, args.cache)
-    except OSError as err:
-        print(f"sampler_study: cannot read {args.out}: {err.strerror}", file=sys.stderr)
-        return 2
+    merged: dict = {}
+    for out in args.out:
+        try:
+            rows = read_rows(out, args.cache)
+        except OSError as err:
+            print(f"sampler_study: cannot read {out}: {err.strerror}", file=sys.stderr)
+            return 2
+        merged.update(((r["setting"],) + _image_id(r), r) for r in rows)
+    rows = list(merged.values())
     if args.only:
         keep = set(args.only) | {"JPEG", args.reference}
         rows = [r for r in rows if r["setting"] in keep]
     order, data = paired(rows, args.reference)
     lines = ["#### All images", ""] + overall_table(order, data, args.reference)
     lines += ["", "#### Per set and quality", ""] + per_block_table(order, data)
-    print("\n".join(lines))
+    if args.md:
+        tmp = args.md + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, args.md)
+    else:
+        print("\n".join(lines))
     if args.plots:
         os.makedirs(args.plots, exist_ok=True)
         for p in plots(order, data, args.reference, args.plots, args.prefix):

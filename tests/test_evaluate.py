@@ -159,6 +159,22 @@ def test_sampler_study_script_pairs_images_and_reports_the_spread(first_run, tmp
     capsys.readouterr()
     assert study.main([first_run["out"], "--reference", "em:2", "--only", "em:2"]) == 0
     assert "| reg |" not in capsys.readouterr().out
+    # Several inputs: rows of the same setting and image are not counted twice, a later input's
+    # row replaces the earlier one (here the baseline's PSNR on one image raised by 8 dB).
+    assert study.main([first_run["out"], "--reference", "em:2", "--md", str(tmp_path / "one.md")]) == 0
+    assert study.main([first_run["out"], first_run["out"], "--reference", "em:2", "--md", str(tmp_path / "two.md")]) == 0
+    assert (tmp_path / "one.md").read_text() == (tmp_path / "two.md").read_text() and capsys.readouterr().out == ""
+    changed = [dict(r, psnr=str(float(r["psnr"]) + 8.0)) if r["method"] == "reg" and key(r) == min(reg) else r
+               for r in per_image]
+    with open(tmp_path / "changed.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(per_image[0]))
+        w.writeheader()
+        w.writerows(changed)
+    assert study.main([first_run["out"], str(tmp_path / "changed.csv"), "--reference", "em:2"]) == 0
+    rows2 = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")]
+                               for line in capsys.readouterr().out.split("#### Per set")[0].splitlines()
+                               if line.startswith("| "))}
+    assert rows2["reg"][11] == f"{diff.mean() + 1.0:+.2f} ± {np.std(diff + 8.0 * (np.arange(8) == 0), ddof=1):.2f}"
 
 
 def test_jpeg_row_equals_metrics_of_the_evaluation_pairs(setup, first_run):
