@@ -321,10 +321,10 @@ def evaluate(
 
         bar = tqdm(total=total, desc="evaluate", unit="img", dynamic_ncols=True)
 
-    def record(row: dict, was_cached: bool) -> None:
+    def record(row: dict, was_cached: bool, counted: bool = False) -> None:
         per_image.append(row)
         counts["cached" if was_cached else "computed"] += 1
-        if bar:
+        if bar and not counted:
             bar.update(1)
 
     try:
@@ -417,9 +417,14 @@ def evaluate(
                             x = as_measured(restored, item["clean"].shape[-1])
                             save_png(example_path(out, folder_key, protocol.key, name, item["name"]), x)
                         mine.append((i, row))
+                        if nproc == 1:  # at once, so that a killed run keeps every finished image
+                            cache.put(row)
+                            if bar:
+                                bar.update(1)
                     for row in _shared_rows(mine):
-                        cache.put(row)
-                        record(row, False)
+                        if nproc > 1:  # gathered: process 0 writes the cache
+                            cache.put(row)
+                        record(row, False, counted=nproc == 1)
     finally:
         cache.close()
         if bar:

@@ -244,6 +244,36 @@ def test_results_do_not_depend_on_batching_or_resuming_and_follow_the_seed(setup
     assert all(abs(other[n] - got[n]["psnr"]) > 1e-4 for n in want)
 
 
+def test_a_run_killed_inside_a_block_keeps_its_finished_images(setup, first_run, tmp_path, monkeypatch):
+    """The cache gets each restored image as soon as it is measured, not at the end of its (set,
+    quality, setting) block: a run that dies on the mixed folder's third image keeps the first
+    two, and the rerun computes only the rest, with the same numbers as an unbroken run."""
+    common = dict(TILING, progress=False, lpips=False, batch_size=1, seed=7)
+    ck, setting = [E.Checkpoint("ouve", setup["score"])], [E.SamplerSetting("em", steps=2)]
+    real, calls = E.measure, []
+
+    def dies_on_the_third(*args, **kw):
+        calls.append(1)
+        if len(calls) == 4 + 3:  # the 4 JPEGs are measured first
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    out = str(tmp_path / "killed")
+    monkeypatch.setattr(E, "measure", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        E.evaluate(ck, [setup["mixed"]], [E.Protocol(10)], setting, out, **common)
+    monkeypatch.setattr(E, "measure", real)
+    kept = [json.loads(line) for line in open(os.path.join(out, "cache.jsonl"))]
+    assert sorted(r["kind"] for r in kept).count("jpeg") == 4 and len(kept) == 6  # the JPEGs + 2 restored
+    res = E.evaluate(ck, [setup["mixed"]], [E.Protocol(10)], setting, out, **common)
+    assert res["computed"] == 2 and res["cached"] == 6
+    whole = E.evaluate(ck, [setup["mixed"]], [E.Protocol(10)], setting, str(tmp_path / "whole"), **common)
+    key = lambda r: (r["method"], r["image"])  # noqa: E731
+    assert [key(r) for r in res["per_image"]] == [key(r) for r in whole["per_image"]]  # same order
+    for a, b in zip(res["per_image"], whole["per_image"]):
+        assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-4)
+
+
 def test_grayscale_folder_is_restored_as_rgb_and_measured_as_gray(setup, first_run):
     folder = os.path.join(first_run["out"], "images", "gray", "q10")
     assert sorted(os.listdir(folder)) == sorted(["JPEG", "original", "ouve_em_2", "reg"])
