@@ -2,14 +2,22 @@
 """Print README's combined evaluation table from the results.json of `driftrec evaluate --out DIR`.
 
     python scripts/readme_eval_table.py eval/bundled/results.json
+    python scripts/readme_eval_table.py eval/bundled/results.json --vs-jpeg eval/bundled/per_image.csv
 
 One row per set x quality x method (JPEG, Regression, DDRM-JPEG, DriftRec with the default sampler,
-other few-step settings, EM, ODE), in the order of the sets and qualities of the evaluation; `driftrec evaluate` itself writes one table per
-set and quality (results.md).
+other few-step settings, EM, ODE), in the order of the sets and qualities of the evaluation; `driftrec
+evaluate` itself writes one table per set and quality (results.md).
+
+With --vs-jpeg PER_IMAGE_CSV, README's second table instead: per method, the per-image difference to
+the JPEG of the same image (mean ± standard deviation over the images, and on how many the method is
+better), and in how many set x quality cells its mean beats the JPEG's.
 """
 
 import argparse
+import collections
+import csv
 import json
+import math
 import os
 import sys
 
@@ -63,15 +71,63 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+VS_JPEG = ("psnr", "psnrb", "lpips", "bef")
+
+
+def _mean_std(v: list[float]) -> tuple[float, float]:
+    m = sum(v) / len(v)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan)
+
+
+def vs_jpeg_table(rows: list[dict], per_image: list[dict], names=VS_JPEG) -> str:
+    """Per method of `rows` (results.json), its per-image differences to the JPEG in `per_image`
+    (per_image.csv rows): mean ± std (better/images) per metric, then the cells (set x quality)
+    whose mean beats the JPEG's. Display scales as in the main table (LPIPS x100, BEF x1e4)."""
+    metrics = [m for m in image_metrics() if m.name in names]
+    labels = {(r["method"], r.get("setting") or ""): label(r) for r in rows}
+    jpeg = {(r["dataset"], r["protocol"], r["image"]): r for r in per_image if r["kind"] == "jpeg"}
+    by: dict = collections.defaultdict(list)
+    for r in per_image:
+        if r["kind"] != "jpeg" and (r["method"], r["setting"]) in labels:
+            by[(r["method"], r["setting"])].append(r)
+    out = ["| method | " + " | ".join(m.label for m in metrics) + " | cells better than the JPEG |",
+           "|---|" + "---|" * len(metrics) + "---|"]
+    for key in sorted(by, key=lambda k: ORDER.index(labels[k][0])):
+        mine = [r for r in by[key] if (r["dataset"], r["protocol"], r["image"]) in jpeg]
+        cells, counts = [], []
+        blocks = collections.defaultdict(list)
+        for r in mine:
+            blocks[(r["dataset"], r["protocol"])].append(r)
+        for m in metrics:
+            sign = 1 if m.higher_is_better else -1
+            d = [m.display(float(r[m.name])) - m.display(float(jpeg[(r["dataset"], r["protocol"], r["image"])][m.name]))
+                 for r in mine]
+            mean, std = _mean_std(d)
+            better = sum(sign * x > 0 for x in d)
+            cells.append(f"{format(mean, '+' + m.fmt)} ± {format(std, m.fmt)} ({better}/{len(d)})")
+            won = sum(sign * (sum(float(r[m.name]) - float(jpeg[(r["dataset"], r["protocol"], r["image"])][m.name])
+                                  for r in b)) > 0 for b in blocks.values())
+            counts.append(f"{m.title} {won}/{len(blocks)}")
+        out.append(f"| {labels[key][1]} | " + " | ".join(cells) + " | " + ", ".join(counts) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results.json files of `driftrec evaluate` (rows are concatenated)")
+    parser.add_argument("--vs-jpeg", metavar="PER_IMAGE_CSV",
+                        help="print the per-image comparison with the JPEG from this per_image.csv of the same "
+                             "evaluation instead of the main table")
     args = parser.parse_args()
     rows = []
     for path in args.results:
         with open(path, encoding="utf-8") as f:
             rows += json.load(f)["rows"]
-    print(table(rows))
+    if args.vs_jpeg:
+        with open(args.vs_jpeg, newline="", encoding="utf-8") as f:
+            print(vs_jpeg_table(rows, list(csv.DictReader(f))))
+    else:
+        print(table(rows))
 
 
 if __name__ == "__main__":

@@ -137,6 +137,21 @@ def test_readme_table_script_lists_every_row_in_order(first_run):
     assert cells[0][3] == "" and cells[0][-1] == ""  # the JPEG has no NFE and no time
 
 
+def test_readme_vs_jpeg_table_pairs_each_image_with_its_jpeg(first_run):
+    lines = _script("readme_eval_table").vs_jpeg_table(first_run["rows"], first_run["per_image"]).splitlines()
+    assert lines[0].split("|")[2:6] == [" PSNR ", " PSNR-B ", " LPIPS ×100 ", " BEF ×10⁴ "]
+    cells = {c[0]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in lines[2:])}
+    assert list(cells) == ["reg", "ouve EM 2"]  # the baseline first; no JPEG row
+    key = lambda r: (r["dataset"], r["protocol"], r["image"])  # noqa: E731
+    jpeg = {key(r): r for r in first_run["per_image"] if r["kind"] == "jpeg"}
+    reg = [r for r in first_run["per_image"] if r["method"] == "reg"]
+    d = np.array([float(r["bef"]) - float(jpeg[key(r)]["bef"]) for r in reg]) * 1e4
+    assert cells["reg"][4] == f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} ({int((d < 0).sum())}/8)"  # lower BEF is better
+    won = sum(sum(float(r["psnr"]) - float(jpeg[key(r)]["psnr"]) for r in reg if (r["dataset"], r["protocol"]) == b) > 0
+              for b in {(r["dataset"], r["protocol"]) for r in reg})
+    assert cells["reg"][5].startswith(f"PSNR {won}/4, PSNR-B ")
+
+
 def test_sampler_study_script_pairs_images_and_reports_the_spread(first_run, tmp_path, capsys):
     study = _script("sampler_study")
     assert study.main([first_run["out"], "--reference", "em:2", "--plots", str(tmp_path)]) == 0
