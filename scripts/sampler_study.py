@@ -208,6 +208,22 @@ def plots(order: list[str], data: dict, reference: str, out_dir: str, prefix: st
     return paths
 
 
+CSV_COLUMNS = ("dataset", "protocol", "image", "setting", "nfe")
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    """The per-image rows, sorted by set, quality, image and setting, written whole (tmp + rename)."""
+    cols = CSV_COLUMNS + tuple(m.name for m in METRICS) + ("seconds",)
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in sorted(rows, key=lambda r: _image_id(r) + (r["setting"],)):
+            w.writerow(["" if isinstance(r[c], float) and math.isnan(r[c]) else
+                        (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in cols])
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", nargs="+",
@@ -221,6 +237,8 @@ def main(argv=None) -> int:
                     help="read every result in OUT/cache.jsonl instead of the last run's per_image.csv")
     ap.add_argument("--md", metavar="FILE", help="write the tables to FILE (replaced whole, never half-written) "
                                                  "instead of stdout")
+    ap.add_argument("--csv", metavar="FILE", help="also write the per-image rows read (merged, after --only) to FILE "
+                                                  "with the columns of bench/results/sampler_study_per_image.csv")
     ap.add_argument("--only", nargs="+", metavar="SETTING",
                     help="only these settings (and the JPEG), so that the images they share are all counted")
     args = ap.parse_args(argv)
@@ -236,6 +254,8 @@ def main(argv=None) -> int:
     if args.only:
         keep = set(args.only) | {"JPEG", args.reference}
         rows = [r for r in rows if r["setting"] in keep]
+    if args.csv:
+        write_csv(rows, args.csv)
     order, data = paired(rows, args.reference)
     lines = ["#### All images", ""] + overall_table(order, data, args.reference)
     lines += ["", "#### Per set and quality", ""] + per_block_table(order, data)

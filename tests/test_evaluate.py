@@ -179,6 +179,11 @@ def test_sampler_study_script_pairs_images_and_reports_the_spread(first_run, tmp
     assert study.main([first_run["out"], "--reference", "em:2", "--md", str(tmp_path / "one.md")]) == 0
     assert study.main([first_run["out"], first_run["out"], "--reference", "em:2", "--md", str(tmp_path / "two.md")]) == 0
     assert (tmp_path / "one.md").read_text() == (tmp_path / "two.md").read_text() and capsys.readouterr().out == ""
+    # --csv writes the rows it read; read back, they give the same tables.
+    assert study.main([first_run["out"], "--reference", "em:2", "--csv", str(tmp_path / "rows.csv")]) == 0
+    capsys.readouterr()
+    assert study.main([str(tmp_path / "rows.csv"), "--reference", "em:2", "--md", str(tmp_path / "three.md")]) == 0
+    assert (tmp_path / "three.md").read_text() == (tmp_path / "one.md").read_text()
     changed = [dict(r, psnr=str(float(r["psnr"]) + 8.0)) if r["method"] == "reg" and key(r) == min(reg) else r
                for r in per_image]
     with open(tmp_path / "changed.csv", "w", newline="") as f:
