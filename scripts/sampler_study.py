@@ -237,8 +237,9 @@ def main(argv=None) -> int:
                     help="read every result in OUT/cache.jsonl instead of the last run's per_image.csv")
     ap.add_argument("--md", metavar="FILE", help="write the tables to FILE (replaced whole, never half-written) "
                                                  "instead of stdout")
-    ap.add_argument("--csv", metavar="FILE", help="also write the per-image rows read (merged, after --only) to FILE "
-                                                  "with the columns of bench/results/sampler_study_per_image.csv")
+    ap.add_argument("--csv", metavar="FILE", help="also write the per-image rows the tables use (every setting on the "
+                                                  "images they all share) to FILE, with the columns of "
+                                                  "bench/results/sampler_study_per_image.csv")
     ap.add_argument("--only", nargs="+", metavar="SETTING",
                     help="only these settings (and the JPEG), so that the images they share are all counted")
     args = ap.parse_args(argv)
@@ -254,9 +255,9 @@ def main(argv=None) -> int:
     if args.only:
         keep = set(args.only) | {"JPEG", args.reference}
         rows = [r for r in rows if r["setting"] in keep]
-    if args.csv:
-        write_csv(rows, args.csv)
     order, data = paired(rows, args.reference)
+    if args.csv:  # the rows the tables use: every setting on the images they all share
+        write_csv([r for s in order for r in data[s].values()], args.csv)
     lines = ["#### All images", ""] + overall_table(order, data, args.reference)
     lines += ["", "#### Per set and quality", ""] + per_block_table(order, data)
     if args.md:
