@@ -17,8 +17,8 @@ import argparse
 import collections
 import csv
 import json
-import math
 import os
+import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,11 +74,6 @@ def table(rows: list[dict]) -> str:
 VS_JPEG = ("psnr", "psnrb", "lpips", "bef")
 
 
-def _mean_std(v: list[float]) -> tuple[float, float]:
-    m = sum(v) / len(v)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan)
-
-
 def vs_jpeg_table(rows: list[dict], per_image: list[dict], names=VS_JPEG) -> str:
     """Per method of `rows` (results.json), its per-image differences to the JPEG in `per_image`
     (per_image.csv rows): mean ± std (better/images) per metric, then the cells (set x quality)
@@ -86,28 +81,26 @@ def vs_jpeg_table(rows: list[dict], per_image: list[dict], names=VS_JPEG) -> str
     metrics = [m for m in image_metrics() if m.name in names]
     labels = {(r["method"], r.get("setting") or ""): label(r) for r in rows}
     jpeg = {(r["dataset"], r["protocol"], r["image"]): r for r in per_image if r["kind"] == "jpeg"}
-    by: dict = collections.defaultdict(list)
+    by: dict = collections.defaultdict(list)  # (method, setting) -> [(row, its JPEG's row)]
     for r in per_image:
-        if r["kind"] != "jpeg" and (r["method"], r["setting"]) in labels:
-            by[(r["method"], r["setting"])].append(r)
+        ref = jpeg.get((r["dataset"], r["protocol"], r["image"]))
+        if r["kind"] != "jpeg" and (r["method"], r["setting"]) in labels and ref is not None:
+            by[(r["method"], r["setting"])].append((r, ref))
     out = ["| method | " + " | ".join(m.label for m in metrics) + " | cells better than the JPEG |",
            "|---|" + "---|" * len(metrics) + "---|"]
     for key in sorted(by, key=lambda k: ORDER.index(labels[k][0])):
-        mine = [r for r in by[key] if (r["dataset"], r["protocol"], r["image"]) in jpeg]
+        pairs = by[key]
         cells, counts = [], []
-        blocks = collections.defaultdict(list)
-        for r in mine:
-            blocks[(r["dataset"], r["protocol"])].append(r)
         for m in metrics:
             sign = 1 if m.higher_is_better else -1
-            d = [m.display(float(r[m.name])) - m.display(float(jpeg[(r["dataset"], r["protocol"], r["image"])][m.name]))
-                 for r in mine]
-            mean, std = _mean_std(d)
+            d = [m.display(float(r[m.name])) - m.display(float(ref[m.name])) for r, ref in pairs]
             better = sum(sign * x > 0 for x in d)
-            cells.append(f"{format(mean, '+' + m.fmt)} ± {format(std, m.fmt)} ({better}/{len(d)})")
-            won = sum(sign * (sum(float(r[m.name]) - float(jpeg[(r["dataset"], r["protocol"], r["image"])][m.name])
-                                  for r in b)) > 0 for b in blocks.values())
-            counts.append(f"{m.title} {won}/{len(blocks)}")
+            cells.append(f"{format(statistics.fmean(d), '+' + m.fmt)} ± {format(statistics.stdev(d), m.fmt)} "
+                         f"({better}/{len(d)})")
+            cell_sums: dict = collections.defaultdict(float)  # a cell's mean beats the JPEG's iff its sum does
+            for (r, _), x in zip(pairs, d):
+                cell_sums[(r["dataset"], r["protocol"])] += x
+            counts.append(f"{m.title} {sum(sign * v > 0 for v in cell_sums.values())}/{len(cell_sums)}")
         out.append(f"| {labels[key][1]} | " + " | ".join(cells) + " | " + ", ".join(counts) + " |")
     return "\n".join(out)
 

@@ -35,6 +35,7 @@ if ROOT not in sys.path:  # run from a checkout
     sys.path.insert(0, ROOT)
 
 from driftrec_jax.eval_metrics import image_metrics, ordered  # noqa: E402
+from driftrec_jax.images import atomic_write  # noqa: E402
 
 # The per-image metrics of evaluate's registry, PSNR first; ΔPSNR and ΔLPIPS are this study's.
 METRICS = ordered(image_metrics(), first=("psnr",))
@@ -214,14 +215,12 @@ CSV_COLUMNS = ("dataset", "protocol", "image", "setting", "nfe")
 def write_csv(rows: list[dict], path: str) -> None:
     """The per-image rows, sorted by set, quality, image and setting, written whole (tmp + rename)."""
     cols = CSV_COLUMNS + tuple(m.name for m in METRICS) + ("seconds",)
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, text=True, newline="") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in sorted(rows, key=lambda r: _image_id(r) + (r["setting"],)):
             w.writerow(["" if isinstance(r[c], float) and math.isnan(r[c]) else
                         (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c]) for c in cols])
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -261,10 +260,8 @@ def main(argv=None) -> int:
     lines = ["#### All images", ""] + overall_table(order, data, args.reference)
     lines += ["", "#### Per set and quality", ""] + per_block_table(order, data)
     if args.md:
-        tmp = args.md + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(args.md, text=True) as f:
             f.write("\n".join(lines) + "\n")
-        os.replace(tmp, args.md)
     else:
         print("\n".join(lines))
     if args.plots:
